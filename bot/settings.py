@@ -1,0 +1,303 @@
+"""Settings (DESIGN.md "Settings"): code defaults < TOML file < `JOB_DOCTOR_` environment.
+
+Built once by the entry point (`load_settings`) and passed in; nothing reads the environment
+anywhere else. Secrets are `SecretStr` and never appear in logs or reprs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "JOB_DOCTOR_"
+DEFAULT_CONFIG_NAME = "job-doctor.toml"
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message is one line that names it."""
+
+
+def _url(v: Any) -> Any:
+    # Empty strings mean "not configured" (env vars are often exported empty).
+    if isinstance(v, str) and not v.strip():
+        return None
+    return v
+
+
+class _Section(BaseModel):
+    model_config = {"extra": "forbid"}
+
+
+class HttpSettings(_Section):
+    host: str | None = None  # None: 0.0.0.0 for serve, 127.0.0.1 for demo
+    port: int = Field(default=8080, ge=0, le=65535)
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+
+
+class Credentials(_Section):
+    app_code: str = ""
+    app_secret: SecretStr | None = None
+    username: str = ""
+
+
+class BkSettings(Credentials):
+    tenant_id: str = ""
+
+
+class BkLogSettings(Credentials):
+    base_url: AnyHttpUrl | None = None  # gateway stage URL; the client appends /esquery_search/
+    index_set_id: int | None = None
+    time_zone: str = "Asia/Shanghai"
+    # "esquery": data.hits.hits[]._source; "ui": data.list / origin_log_list (UI search resource)
+    response_shape: Literal["esquery", "ui"] = "esquery"
+    timeout_s: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=3, ge=0, le=10)
+    page_size: int = Field(default=500, ge=1, le=10000)
+    max_pages: int = Field(default=20, ge=1)
+    max_queries: int = Field(default=12, ge=1)  # per analysis
+    lookback_days: float = Field(default=3.0, gt=0)
+    pad_before_s: float = Field(default=300.0, ge=0)
+    pad_after_s: float = Field(default=900.0, ge=0)
+
+    _v = field_validator("base_url", mode="before")(_url)
+
+
+class BkJobSettings(Credentials):
+    base_url: AnyHttpUrl | None = None  # the client appends /api/v3/<api>
+    web_url: AnyHttpUrl | None = None  # JOB web root, for links
+    timeout_s: float = Field(default=10.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
+
+    _v = field_validator("base_url", "web_url", mode="before")(_url)
+
+
+class GseSettings(Credentials):
+    base_url: AnyHttpUrl | None = None
+    api_version: Literal["v1", "v2"] = "v2"
+    timeout_s: float = Field(default=5.0, gt=0)
+
+    _v = field_validator("base_url", mode="before")(_url)
+
+
+class LlmSettings(_Section):
+    base_url: AnyHttpUrl | None = None
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    timeout_s: float = Field(default=30.0, gt=0)
+    deadline_s: float = Field(default=60.0, gt=0)
+    prompt_max_chars: int = Field(default=24000, ge=1000)
+    max_tool_rounds: int = Field(default=2, ge=0, le=10)
+    daily_token_budget: int = Field(default=2_000_000, ge=0)  # whole bot, per day; 0 = unlimited
+    group_daily_token_budget: int = Field(default=300_000, ge=0)  # per chat, per day; 0 = unlimited
+
+    _v = field_validator("base_url", mode="before")(_url)
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value())
+
+
+class WorkToolSettings(_Section):
+    base_url: AnyHttpUrl = AnyHttpUrl("https://api.worktool.ymdyes.cn")
+    robot_id: str = ""
+    callback_token: SecretStr | None = None
+    bot_name: str = ""
+    send_interval_s: float = Field(default=4.5, ge=0)
+    part_max_chars: int = Field(default=1800, ge=200)
+    requests_per_minute: int = Field(default=60, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.robot_id) and self.callback_token is not None
+
+
+class WecomAibotSettings(_Section):
+    token: SecretStr | None = None
+    encoding_aes_key: SecretStr | None = None
+    bot_id: str = ""
+    secret: SecretStr | None = None
+    ws_url: str = "wss://openws.work.weixin.qq.com"
+
+    @property
+    def http_enabled(self) -> bool:
+        return self.token is not None and self.encoding_aes_key is not None
+
+    @property
+    def ws_enabled(self) -> bool:
+        return bool(self.bot_id) and self.secret is not None
+
+
+class ConsoleSettings(_Section):
+    token: SecretStr | None = None
+
+
+class ChatSettings(_Section):
+    progress_after_s: float = Field(default=2.0, ge=0)
+    ask_ttl_s: float = Field(default=600.0, gt=0)
+    dedup_window_s: float = Field(default=60.0, gt=0)
+    max_ids_per_message: int = Field(default=3, ge=1)
+    report_cache_s: float = Field(default=300.0, ge=0)
+    allowed_groups: list[str] = Field(default_factory=list)  # empty = all
+    allowed_users: list[str] = Field(default_factory=list)  # empty = all
+    user_rate_per_min: int = Field(default=6, ge=1)
+    group_rate_per_min: int = Field(default=20, ge=1)
+
+
+class DigestTarget(_Section):
+    channel: Literal["worktool", "webhook"]
+    chat: str = ""
+    key: SecretStr | None = None
+
+
+class DigestSettings(_Section):
+    biz_ids: list[int] = Field(default_factory=list)
+    cron: str = "0 9 * * *"
+    time_zone: str = "Asia/Shanghai"
+    targets: list[DigestTarget] = Field(default_factory=list)
+    failed_statuses: list[int] = Field(default_factory=lambda: [4, 9, 14])
+    post_when_empty: bool = True
+    catch_up_grace_s: float = Field(default=6 * 3600.0, ge=0)
+    concurrency: int = Field(default=8, ge=1)
+
+
+class WorkerSettings(_Section):
+    concurrency: int = Field(default=4, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    claim_idle_s: float = Field(default=120.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    redis_url: str = ""  # empty = embedded in-process store
+    redis_key_prefix: str = "jd:"
+    log_level: str = "INFO"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    bk: BkSettings = Field(default_factory=BkSettings)
+    bklog: BkLogSettings = Field(default_factory=BkLogSettings)
+    bkjob: BkJobSettings = Field(default_factory=BkJobSettings)
+    gse: GseSettings = Field(default_factory=GseSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    worktool: WorkToolSettings = Field(default_factory=WorkToolSettings)
+    wecom_aibot: WecomAibotSettings = Field(default_factory=WecomAibotSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    digest: DigestSettings = Field(default_factory=DigestSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment must override it.
+        return (env_settings, init_settings)
+
+    # ---- derived credentials: a service's own values win over the shared [bk] ones
+
+    def credentials_for(self, section: Credentials) -> Credentials:
+        return Credentials(
+            app_code=section.app_code or self.bk.app_code,
+            app_secret=section.app_secret or self.bk.app_secret,
+            username=section.username or self.bk.username,
+        )
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the redaction processor and the model scrubber."""
+        out: list[str] = []
+
+        def walk(obj: Any) -> None:
+            if isinstance(obj, SecretStr):
+                val = obj.get_secret_value()
+                if len(val) >= 4:
+                    out.append(val)
+            elif isinstance(obj, BaseModel):
+                for name in type(obj).model_fields:
+                    walk(getattr(obj, name))
+            elif isinstance(obj, list):
+                for item in obj:
+                    walk(item)
+
+        walk(self)
+        if "@" in self.redis_url and ":" in self.redis_url.split("@", 1)[0][8:]:
+            pwd = self.redis_url.split("@", 1)[0].rsplit(":", 1)[-1]
+            if len(pwd) >= 4:
+                out.append(pwd)
+        return sorted(set(out), key=len, reverse=True)
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + "__".join(p.upper() for p in parts) if parts else ENV_PREFIX
+
+
+def config_path_from_env(explicit: str | None = None) -> tuple[Path | None, bool]:
+    """The TOML file to read and whether it was asked for explicitly (then it must exist)."""
+    if explicit:
+        return Path(explicit), True
+    env = os.environ.get("JOB_DOCTOR_CONFIG", "").strip()
+    if env:
+        return Path(env), True
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return (local, False) if local.is_file() else (None, False)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(config: str | None = None, **overrides: Any) -> Settings:
+    """Build the one Settings object. Raises ConfigError with a one-line message naming the setting."""
+    path, explicit = config_path_from_env(config)
+    data: dict[str, Any] = {}
+    if path is not None:
+        if explicit and not path.is_file():
+            raise ConfigError(f"config file not found: {path} (from --config / JOB_DOCTOR_CONFIG)")
+        data = read_toml(path)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = _env_name(tuple(err.get("loc", ())))
+        value = err.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {str(value)[:60]!r})"
+        if "secret" in name.lower() or "token" in name.lower() or "key" in name.lower():
+            shown = ""
+        more = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
+        raise ConfigError(f"invalid setting {name}: {err.get('msg', 'invalid')}{shown}{more}") from None

@@ -1,0 +1,1 @@
+"""Evidence pipeline: parse, collect, condense, match signatures, build the report."""

@@ -1,0 +1,57 @@
+"""Exactly-once (as far as the platform allows) sending of message parts.
+
+Each outgoing part has a record: absent → "sending:<ms>" → "sent". A part found "sent" is
+never sent again. A part found "sending" long after it started means a process died during
+the send: the caller checks the channel's history before sending it again (WorkTool), or
+sends again when the history cannot be read — a rare duplicate beats a lost report.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from bot.store import Store
+
+BeginResult = Literal["send", "skip", "busy", "recover"]
+
+_BEGIN = """
+local v = redis.call('get', KEYS[1])
+if not v then
+  redis.call('set', KEYS[1], 'sending:' .. ARGV[1], 'PX', ARGV[3])
+  return 'send'
+end
+if v == 'sent' then return 'skip' end
+local started = tonumber(string.sub(v, 9)) or 0
+if tonumber(ARGV[1]) - started < tonumber(ARGV[2]) then return 'busy' end
+redis.call('set', KEYS[1], 'sending:' .. ARGV[1], 'PX', ARGV[3])
+return 'recover'
+"""
+
+
+class Outbox:
+    def __init__(self, store: Store, *, stale_after_s: float = 60.0, keep_s: float = 7 * 86400.0) -> None:
+        self.store = store
+        self.stale_after_ms = int(stale_after_s * 1000)
+        self.keep_ms = int(keep_s * 1000)
+
+    def key(self, delivery_key: str, part: int) -> str:
+        return self.store.key("out", delivery_key, part)
+
+    async def begin(self, delivery_key: str, part: int, *, now_ms: int | None = None) -> BeginResult:
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        res = await self.store.redis.eval(
+            _BEGIN, 1, self.key(delivery_key, part), now, self.stale_after_ms, self.keep_ms
+        )
+        return str(res)  # type: ignore[return-value]
+
+    async def done(self, delivery_key: str, part: int) -> None:
+        await self.store.redis.set(self.key(delivery_key, part), "sent", px=self.keep_ms)
+
+    async def abort(self, delivery_key: str, part: int) -> None:
+        """The send failed for certain (nothing was delivered): allow a later attempt."""
+        await self.store.redis.delete(self.key(delivery_key, part))
+
+    async def state(self, delivery_key: str, part: int) -> str | None:
+        raw = await self.store.redis.get(self.key(delivery_key, part))
+        return None if raw is None else str(raw)

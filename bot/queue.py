@@ -52,12 +52,18 @@ end
 return {0, redis.call('get', KEYS[1]) or ''}
 """
 
-# Take every requester and clear the in-flight mark in one step, so an asker who joins
-# later starts a new job instead of being lost between "read list" and "delete".
+# Move every requester to the entry's delivery list and clear the in-flight mark in one step:
+# an asker who joins later starts a new job instead of being lost between "read" and "delete",
+# and a worker that dies while delivering leaves the list for whoever reclaims the entry.
 _FINISH = """
-local rs = redis.call('lrange', KEYS[2], 0, -1)
+local have = {}
+for _, r in ipairs(redis.call('lrange', KEYS[3], 0, -1)) do have[r] = true end
+for _, r in ipairs(redis.call('lrange', KEYS[2], 0, -1)) do
+  if not have[r] then redis.call('rpush', KEYS[3], r); have[r] = true end
+end
+redis.call('pexpire', KEYS[3], ARGV[1])
 redis.call('del', KEYS[1], KEYS[2])
-return rs
+return redis.call('lrange', KEYS[3], 0, -1)
 """
 
 # Re-queue a failed attempt and acknowledge the old entry atomically.
@@ -199,10 +205,17 @@ class JobQueue(StreamQueue[AnalysisJob]):
         _inflight, askers = self._keys(request_key)
         return _parse_requesters(await self.store.redis.lrange(askers, 0, -1))
 
-    async def finish(self, request_key: str) -> list[Requester]:
+    async def finish(self, request_key: str, entry_id: str) -> list[Requester]:
+        """Everyone to deliver this entry's result to (idempotent for the same entry)."""
         inflight, askers = self._keys(request_key)
-        raw = await self.store.redis.eval(_FINISH, 2, inflight, askers)
+        delivering = self.store.key("delivering", entry_id)
+        raw = await self.store.redis.eval(_FINISH, 3, inflight, askers, delivering, 86_400_000)
         return _parse_requesters(raw or [])
+
+    async def complete(self, entry_id: str) -> None:
+        """Acknowledge the entry and forget its delivery list (everything went out)."""
+        await self.ack(entry_id)
+        await self.store.redis.delete(self.store.key("delivering", entry_id))
 
     async def requeue(self, entry_id: str, job: AnalysisJob) -> str:
         inflight, _askers = self._keys(job.request_key)

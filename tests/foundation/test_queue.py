@@ -54,9 +54,11 @@ async def test_jobs_are_single_flight_and_collect_requesters(store: Store) -> No
     assert r2.entry_id == r1.entry_id
     entries = await q.read("w1", count=10, block_ms=10)
     assert len(entries) == 1 and entries[0].item == job
-    askers = await q.finish(job.request_key)
+    askers = await q.finish(job.request_key, entries[0].id)
     assert [r.sender_id for r in askers] == ["alice", "bob"]
-    await q.ack(entries[0].id)
+    # a worker that died while delivering: whoever reclaims the entry gets the same list
+    assert [r.sender_id for r in await q.finish(job.request_key, entries[0].id)] == ["alice", "bob"]
+    await q.complete(entries[0].id)
     # after finishing, the next ask is a new job
     assert (await q.submit(job, _req("carol"))).queued is True
 

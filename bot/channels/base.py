@@ -1,0 +1,51 @@
+"""What every outgoing channel offers the delivery service.
+
+A channel renders a channel-neutral `Reply` into the parts it can send, sends one part, and —
+where the platform allows — tells whether a part already went out (WorkTool's history), so a
+crash between "sent" and "recorded" does not duplicate a report.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.models import ChatTarget, Reply
+
+
+class SendError(Exception):
+    """The part was certainly not delivered; it may be retried later."""
+
+
+class SendUnknown(Exception):
+    """The request went out but the answer was lost: it may or may not have been delivered."""
+
+
+class Channel(Protocol):
+    name: str
+
+    def render(self, reply: Reply) -> list[str]:
+        """Split a reply into sendable parts (numbered, header first, asker mentioned)."""
+        ...
+
+    async def send_part(self, target: ChatTarget, part: str, *, mention: list[str], first: bool) -> None:
+        """Send one part; raise SendError (not delivered) or SendUnknown (outcome unknown)."""
+        ...
+
+    async def already_sent(self, target: ChatTarget, part: str, *, since_ms: int) -> bool | None:
+        """True/False when the platform's history tells; None when it cannot be read."""
+        ...
+
+
+class ChannelRegistry:
+    def __init__(self) -> None:
+        self._channels: dict[str, Channel] = {}
+
+    def add(self, channel: Channel) -> None:
+        self._channels[channel.name] = channel
+
+    def get(self, name: str) -> Channel | None:
+        return self._channels.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._channels)

@@ -1,0 +1,235 @@
+"""The engine side of a conversation: what handlers can do (`handlers.context.HandlerContext`).
+
+It turns a handler's intent into durable effects: replies through the outbox, analysis jobs
+on the queue (single-flight per step), conversation state with a TTL, rate limits, feedback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from bot.delivery import Delivery, DeliveryFailed, delivery_key
+from bot.ids import IdRef
+from bot.metrics import Metrics
+from bot.models import AnalysisJob, ChatTarget, IncomingMessage, Reply, ReplyKind, Requester
+from bot.queue import JobQueue
+from bot.render import render_text
+from bot.reports import ReportStore
+from bot.settings import Settings
+from bot.store import Store
+from bot.tasks import TaskTracker
+from handlers import texts
+
+log = structlog.get_logger(__name__)
+
+QuestionAnswerer = Callable[[IncomingMessage, str], Awaitable[str]]
+TaskResolver = Callable[[IdRef], Awaitable[IdRef | None]]
+ReportSender = Callable[[Requester, str, str], Awaitable[None]]  # (requester, request_key, delivery salt)
+
+
+def request_key(ref: IdRef) -> str:
+    if ref.kind == "request":
+        return f"req:{ref.request_id}"
+    base = f"step:{ref.step_instance_id}"
+    return base if ref.execute_count is None else f"{base}:ec{ref.execute_count}"
+
+
+def describe(ref: IdRef) -> str:
+    if ref.kind == "request":
+        return f"request_id={ref.request_id}"
+    ec = f"（第 {ref.execute_count} 次重试）" if ref.execute_count else ""
+    return f"stepInstanceId={ref.step_instance_id}{ec}"
+
+
+def turn_key(msg: IncomingMessage) -> str:
+    """Stable per accepted message, so re-processing it after a crash re-uses the same outbox keys."""
+    return delivery_key(msg.channel, msg.chat_id, msg.sender_id, msg.received_at.isoformat(), msg.text)
+
+
+class ConversationService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        delivery: Delivery,
+        jobs: JobQueue,
+        reports: ReportStore,
+        metrics: Metrics,
+        tasks: TaskTracker,
+        answer: QuestionAnswerer,
+        send_report: ReportSender,
+        resolve_task: TaskResolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.delivery = delivery
+        self.jobs = jobs
+        self.reports = reports
+        self.metrics = metrics
+        self.tasks = tasks
+        self._answer = answer
+        self._send_report = send_report
+        self._resolve_task = resolve_task
+        self._said: dict[str, int] = {}
+
+    # ---- replies
+
+    async def say(
+        self, msg: IncomingMessage, text: str, *, kind: ReplyKind = "answer", markdown: str = ""
+    ) -> None:
+        base = turn_key(msg)
+        n = self._said.get(base, 0)
+        self._said[base] = n + 1
+        if len(self._said) > 10_000:
+            self._said.clear()
+        reply = Reply(
+            target=ChatTarget.of(msg),
+            kind=kind,
+            mention=[msg.sender_name or msg.sender_id] if msg.is_group else [],
+            text=text,
+            markdown=markdown or text,
+        )
+        try:
+            await self.delivery.send(reply, delivery_key(base, n))
+        except DeliveryFailed as exc:
+            log.error("reply_not_delivered", error=str(exc))
+
+    # ---- analyses
+
+    async def start_analysis(self, msg: IncomingMessage, ref: IdRef, *, force: bool = False) -> None:
+        key = request_key(ref)
+        requester = Requester(target=ChatTarget.of(msg), sender_id=msg.sender_id, sender_name=msg.sender_name)
+        if not force:
+            fresh = await self.reports.get_fresh(key)
+            if fresh is not None:
+                await self._send_report(requester, key, f"cached:{turn_key(msg)}")
+                return
+        job = AnalysisJob(
+            request_key=key,
+            step_instance_id=ref.step_instance_id if ref.kind != "request" else None,
+            request_id=ref.request_id,
+            task_instance_id=ref.task_instance_id,
+            execute_count=ref.execute_count,
+            bk_scope_type=ref.bk_scope_type,
+            bk_scope_id=ref.bk_scope_id,
+            force=force,
+        )
+        result = await self.jobs.submit(job, requester)
+        if result.queued:
+            self.metrics.jobs_queued.inc()
+        log.info("analysis_requested", request_key=key, queued=result.queued, entry=result.entry_id)
+        self.tasks.spawn(
+            self._progress_later(msg, requester, key, result.entry_id, describe(ref)), name=f"progress:{key}"
+        )
+
+    async def _progress_later(
+        self, msg: IncomingMessage, requester: Requester, key: str, entry_id: str, what: str
+    ) -> None:
+        """One progress message per request, only if the report is not there in time."""
+        await asyncio.sleep(self.settings.chat.progress_after_s)
+        if await self.store.exists(self.store.key("done", entry_id)):
+            return
+        claimed = await self.store.claim(
+            self.store.key("progress", entry_id, requester.target.chat_id, requester.sender_id), 3600
+        )
+        if claimed:
+            await self.say(msg, f"收到，正在分析 {what}，稍后发出报告。", kind="progress")
+
+    async def resolve_task_only(self, ref: IdRef) -> IdRef | None:
+        if self._resolve_task is None:
+            return None
+        try:
+            return await self._resolve_task(ref)
+        except Exception as exc:  # BK-JOB trouble must not break the conversation
+            log.warning("resolve_task_failed", error=type(exc).__name__)
+            return None
+
+    # ---- conversation state
+
+    def _ask_key(self, msg: IncomingMessage) -> str:
+        return self.store.key("ask", msg.channel, msg.chat_id, msg.sender_id)
+
+    async def get_ask(self, msg: IncomingMessage) -> dict[str, Any] | None:
+        data = await self.store.get_json(self._ask_key(msg))
+        return data if isinstance(data, dict) else None
+
+    async def set_ask(self, msg: IncomingMessage, data: dict[str, Any]) -> None:
+        await self.store.set_json(
+            self._ask_key(msg), {**data, "at": time.time()}, ttl_s=self.settings.chat.ask_ttl_s
+        )
+
+    async def clear_ask(self, msg: IncomingMessage) -> bool:
+        return bool(await self.store.delete(self._ask_key(msg)))
+
+    # ---- reports, status, questions, feedback
+
+    async def full_report(self, msg: IncomingMessage, ref: IdRef | None) -> str | None:
+        key = (
+            request_key(ref)
+            if ref is not None and ref.kind != "task_only"
+            else await self.reports.latest_for(msg)
+        )
+        if key is None:
+            return None
+        stored = await self.reports.get(key)
+        return None if stored is None else render_text(stored.report)
+
+    async def status_text(self, msg: IncomingMessage) -> str:
+        depth = await self.jobs.depth()
+        lines = [f"分析队列：{depth} 个任务未完成。"]
+        if await self.get_ask(msg):
+            lines.append("我在等你发送 stepInstanceId（发送「取消」结束）。")
+        latest = await self.reports.latest_for(msg)
+        if latest:
+            stored = await self.reports.get(latest)
+            if stored is not None:
+                when = time.strftime("%H:%M:%S", time.localtime(stored.finished_at))
+                lines.append(f"你最近的报告：{latest}（{when} 完成），发送「详情」查看完整内容。")
+        return "\n".join(lines)
+
+    async def answer_question(self, msg: IncomingMessage, question: str) -> str:
+        return await self._answer(msg, question)
+
+    async def record_feedback(self, msg: IncomingMessage, verdict: str, note: str) -> str | None:
+        key = await self.reports.latest_for(msg)
+        if key is None:
+            return None
+        await self.reports.add_feedback(key, msg, verdict, note)
+        return key
+
+    async def allow(self, msg: IncomingMessage) -> str | None:
+        chat = self.settings.chat
+        if (
+            msg.is_group
+            and chat.allowed_groups
+            and not ({msg.chat_id, msg.chat_name} & set(chat.allowed_groups))
+        ):
+            return ""  # not our group: stay silent
+        if (
+            chat.allowed_users
+            and msg.sender_id not in chat.allowed_users
+            and msg.sender_name not in chat.allowed_users
+        ):
+            return "抱歉，你不在 job-doctor 的使用名单中，请联系管理员开通。"
+        window = int(time.time() // 60)
+        user_n = await self.store.incr(
+            self.store.key("rl", "u", msg.channel, msg.sender_id, window), ttl_s=90
+        )
+        group_n = 0
+        if msg.is_group:
+            group_n = await self.store.incr(
+                self.store.key("rl", "g", msg.channel, msg.chat_id, window), ttl_s=90
+            )
+        if user_n > chat.user_rate_per_min or group_n > chat.group_rate_per_min:
+            # Say it once per window, then stay quiet: a flood must not make the bot flood back.
+            first = await self.store.claim(
+                self.store.key("rl", "told", msg.chat_id, msg.sender_id, window), 90
+            )
+            return texts.RATE_LIMITED if first else ""
+        return None

@@ -1,0 +1,99 @@
+"""Send a Reply through its channel, each part at most once (outbox), retrying safely."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+import structlog
+
+from bot.channels.base import ChannelRegistry, SendError, SendUnknown
+from bot.metrics import Metrics
+from bot.models import Reply
+from bot.outbox import Outbox
+
+log = structlog.get_logger(__name__)
+
+
+class DeliveryFailed(Exception):
+    pass
+
+
+def delivery_key(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+class Delivery:
+    def __init__(
+        self,
+        channels: ChannelRegistry,
+        outbox: Outbox,
+        metrics: Metrics,
+        *,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        unknown_recheck_s: float = 2.0,
+    ) -> None:
+        self.channels = channels
+        self.outbox = outbox
+        self.metrics = metrics
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.unknown_recheck_s = unknown_recheck_s
+
+    async def send(self, reply: Reply, key: str) -> int:
+        """Deliver every part not yet sent under `key`. Returns how many parts went out now."""
+        channel = self.channels.get(reply.target.channel)
+        if channel is None:
+            log.warning("no_such_channel", channel=reply.target.channel)
+            return 0
+        parts = reply.parts or channel.render(reply)
+        sent = 0
+        for index, part in enumerate(parts):
+            state = await self.outbox.begin(key, index)
+            if state in ("skip", "busy"):
+                continue
+            since_ms = int(time.time() * 1000) - 3_600_000
+            if state == "recover":
+                seen = await channel.already_sent(reply.target, part, since_ms=since_ms)
+                if seen:
+                    await self.outbox.done(key, index)
+                    continue
+            if await self._send_one(channel.name, reply, part, index == 0, key, index, since_ms):
+                sent += 1
+        return sent
+
+    async def _send_one(
+        self, name: str, reply: Reply, part: str, first: bool, key: str, index: int, since_ms: int
+    ) -> bool:
+        channel = self.channels.get(name)
+        assert channel is not None
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                await channel.send_part(reply.target, part, mention=reply.mention, first=first)
+            except SendUnknown:
+                # Never resend blindly: look at the platform's history first.
+                self.metrics.send_failures.labels(name).inc()
+                await asyncio.sleep(self.unknown_recheck_s)
+                seen = await channel.already_sent(reply.target, part, since_ms=since_ms)
+                if seen:
+                    await self.outbox.done(key, index)
+                    self.metrics.sends.labels(name).inc()
+                    return True
+                if seen is None and attempt == self.retries:
+                    break
+                continue
+            except SendError as exc:
+                self.metrics.send_failures.labels(name).inc()
+                log.warning("send_failed", channel=name, attempt=attempt + 1, error=str(exc)[:200])
+                if attempt < self.retries:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                continue
+            await self.outbox.done(key, index)
+            self.metrics.sends.labels(name).inc()
+            return True
+        await self.outbox.abort(key, index)
+        raise DeliveryFailed(f"could not deliver part {index + 1} via {name}")

@@ -1,0 +1,192 @@
+"""Consumers of the durable queues: the inbox (messages → router) and the jobs (analyses).
+
+Each runs as a daemon loop with a bounded pool. An entry is acknowledged only after its effect
+is durable (the reply went out, the report was delivered); a process that dies leaves it
+pending and another consumer reclaims it after `claim_idle_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import structlog
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from bot.metrics import Metrics
+from bot.models import AnalysisJob, DiagnosisReport, IncomingMessage, Requester
+from bot.queue import Entry, Inbox, JobQueue, StreamQueue
+from bot.reports import ReportStore
+from bot.store import Store
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T", bound=BaseModel)
+
+Analyze = Callable[[AnalysisJob], Awaitable[DiagnosisReport]]
+DeliverReport = Callable[[Requester, str, str], Awaitable[None]]  # requester, request_key, delivery salt
+DeliverFailure = Callable[[Requester, AnalysisJob, str], Awaitable[None]]
+HandleMessage = Callable[[IncomingMessage], Awaitable[object]]
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Loop(Generic[T]):
+    """Read + reclaim loop over one stream with at most `concurrency` entries in flight."""
+
+    def __init__(self, queue: StreamQueue[T], *, name: str, concurrency: int, claim_idle_s: float) -> None:
+        self.queue = queue
+        self.name = name
+        self.consumer = f"{consumer_name()}-{name}"
+        self.sem = asyncio.Semaphore(concurrency)
+        self.claim_idle_ms = int(claim_idle_s * 1000)
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def process(self, entry: Entry[T]) -> None:
+        raise NotImplementedError
+
+    async def _run_one(self, entry: Entry[T]) -> None:
+        try:
+            await self.process(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an entry must never kill the loop; it stays pending for reclaim
+            log.error("entry_failed", loop=self.name, entry=entry.id, error=repr(exc)[:300])
+        finally:
+            self.sem.release()
+
+    async def run(self) -> None:
+        backoff = 0.5
+        last_reclaim = 0.0
+        while True:
+            try:
+                await self.queue.ensure_group()
+                entries: list[Entry[T]] = []
+                if time.monotonic() - last_reclaim > max(1.0, self.claim_idle_ms / 4000):
+                    entries = await self.queue.reclaim(self.consumer, min_idle_ms=self.claim_idle_ms)
+                    last_reclaim = time.monotonic()
+                free = self.sem._value  # how many more we may start now
+                if not entries and free > 0:
+                    entries = await self.queue.read(self.consumer, count=free, block_ms=500)
+                backoff = 0.5
+            except (RedisError, OSError) as exc:
+                log.warning("queue_unreachable", loop=self.name, error=type(exc).__name__, retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 15.0)
+                continue
+            if not entries and self.sem._value == 0:
+                await asyncio.sleep(0.05)
+            for entry in entries:
+                await self.sem.acquire()
+                task = asyncio.create_task(self._run_one(entry), name=f"{self.name}:{entry.id}")
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def stop(self, grace_s: float) -> None:
+        """Let in-flight entries finish within the grace period; the rest stay pending (handed back)."""
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+class InboxConsumer(_Loop[IncomingMessage]):
+    def __init__(self, inbox: Inbox, handle: HandleMessage, *, concurrency: int, claim_idle_s: float) -> None:
+        super().__init__(inbox, name="inbox", concurrency=concurrency, claim_idle_s=claim_idle_s)
+        self.handle = handle
+
+    async def process(self, entry: Entry[IncomingMessage]) -> None:
+        if entry.item is not None:
+            await self.handle(entry.item)
+        await self.queue.ack(entry.id)
+
+
+class JobWorker(_Loop[AnalysisJob]):
+    def __init__(
+        self,
+        jobs: JobQueue,
+        store: Store,
+        reports: ReportStore,
+        metrics: Metrics,
+        *,
+        analyze: Analyze,
+        deliver_report: DeliverReport,
+        deliver_failure: DeliverFailure,
+        concurrency: int,
+        claim_idle_s: float,
+        max_attempts: int,
+        timeout_s: float,
+    ) -> None:
+        super().__init__(jobs, name="jobs", concurrency=concurrency, claim_idle_s=claim_idle_s)
+        self.jobs = jobs
+        self.store = store
+        self.reports = reports
+        self.metrics = metrics
+        self.analyze = analyze
+        self.deliver_report = deliver_report
+        self.deliver_failure = deliver_failure
+        self.max_attempts = max_attempts
+        self.timeout_s = timeout_s
+
+    async def process(self, entry: Entry[AnalysisJob]) -> None:
+        job = entry.item
+        if job is None:
+            await self.jobs.ack(entry.id)
+            return
+        result_key = self.store.key("result", entry.id)
+        with structlog.contextvars.bound_contextvars(job=entry.id, request_key=job.request_key):
+            # A reclaimed entry whose analysis already finished only needs delivering.
+            done_before = await self.store.exists(result_key)
+            if not done_before:
+                report = await self._analyse(entry, job)
+                if report is None:
+                    return
+                await self.reports.save(job.request_key, report)
+                await self.store.set_json(result_key, {"ok": True}, ttl_s=86400)
+            requesters = await self.jobs.finish(job.request_key, entry.id)
+            for requester in requesters:
+                await self.deliver_report(requester, job.request_key, entry.id)
+            await self.store.set_json(self.store.key("done", entry.id), 1, ttl_s=3600)
+            await self.jobs.complete(entry.id)
+            await self.store.delete(result_key)
+            self.metrics.jobs_done.labels("ok").inc()
+
+    async def _analyse(self, entry: Entry[AnalysisJob], job: AnalysisJob) -> DiagnosisReport | None:
+        start = time.perf_counter()
+        self.metrics.jobs_running.inc()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                report = await self.analyze(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("analysis_failed", attempt=job.attempts + 1, error=repr(exc)[:300])
+            await self._failed(entry, job)
+            return None
+        finally:
+            self.metrics.jobs_running.dec()
+        self.metrics.analysis_seconds.labels(report.source).observe(time.perf_counter() - start)
+        return report
+
+    async def _failed(self, entry: Entry[AnalysisJob], job: AnalysisJob) -> None:
+        attempts = job.attempts + 1
+        if attempts < self.max_attempts:
+            await asyncio.sleep(min(2.0**attempts, 30.0))
+            await self.jobs.requeue(entry.id, job.model_copy(update={"attempts": attempts}))
+            self.metrics.jobs_done.labels("retried").inc()
+            return
+        # Out of attempts: everyone who asked is told, then the entry is done.
+        for requester in await self.jobs.finish(job.request_key, entry.id):
+            with contextlib.suppress(Exception):
+                await self.deliver_failure(requester, job, entry.id)
+        await self.store.set_json(self.store.key("done", entry.id), 1, ttl_s=3600)
+        await self.jobs.complete(entry.id)
+        self.metrics.jobs_done.labels("failed").inc()

@@ -1,0 +1,49 @@
+"""What a handler may do. Implemented by `bot.conversation.ConversationService`."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bot.ids import IdRef
+from bot.models import IncomingMessage, ReplyKind
+from bot.settings import Settings
+
+
+class HandlerContext(Protocol):
+    settings: Settings
+
+    async def say(
+        self, msg: IncomingMessage, text: str, *, kind: ReplyKind = "answer", markdown: str = ""
+    ) -> None:
+        """Answer in the message's chat (the asker @-mentioned in groups)."""
+        ...
+
+    async def start_analysis(self, msg: IncomingMessage, ref: IdRef, *, force: bool = False) -> None:
+        """Queue (or join) the analysis of one step / request id for this asker."""
+        ...
+
+    async def resolve_task_only(self, ref: IdRef) -> IdRef | None:
+        """A job-instance-only link: pick its failed step through BK-JOB when configured."""
+        ...
+
+    async def get_ask(self, msg: IncomingMessage) -> dict[str, Any] | None: ...
+
+    async def set_ask(self, msg: IncomingMessage, data: dict[str, Any]) -> None: ...
+
+    async def clear_ask(self, msg: IncomingMessage) -> bool: ...
+
+    async def full_report(self, msg: IncomingMessage, ref: IdRef | None) -> str | None:
+        """The full (unshortened) text of a recent report: by id, or the asker's latest."""
+        ...
+
+    async def status_text(self, msg: IncomingMessage) -> str: ...
+
+    async def answer_question(self, msg: IncomingMessage, question: str) -> str: ...
+
+    async def record_feedback(self, msg: IncomingMessage, verdict: str, note: str) -> str | None:
+        """Attach feedback to the asker's latest report; returns the report key or None."""
+        ...
+
+    async def allow(self, msg: IncomingMessage) -> str | None:
+        """None when the sender may use the bot now; else the polite refusal (or "" = stay silent)."""
+        ...

@@ -1,0 +1,197 @@
+"""The message router: an explicit, ordered list of handlers; the first that takes a message wins.
+
+Order (DESIGN "Ask or answer?"): access → commands → id-bearing messages → follow-ups to a
+question the bot asked → feedback on a report → questions → chatter. In groups the bot only
+reacts when @-mentioned, or to the follow-up it asked that same sender for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from bot.ids import ExtractedIds, IdRef, extract_ids
+from bot.models import IncomingMessage
+from handlers import texts
+from handlers.context import HandlerContext
+from handlers.intent import Command, classify, parse_command, parse_feedback
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Turn:
+    """One message with what the router already worked out about it."""
+
+    msg: IncomingMessage
+    ctx: HandlerContext
+    ids: ExtractedIds
+    command: Command | None
+    ask: dict[str, Any] | None  # the pending question the bot asked this sender, if any
+
+    @property
+    def addressed(self) -> bool:
+        return self.msg.mentioned or not self.msg.is_group
+
+
+Handler = Callable[[Turn], Awaitable[bool]]
+
+
+async def _analyse_refs(turn: Turn, refs: Sequence[IdRef], *, force: bool = False) -> None:
+    ctx, msg = turn.ctx, turn.msg
+    for ref in refs:
+        if ref.kind == "task_only":
+            resolved = await ctx.resolve_task_only(ref)
+            if resolved is None:
+                await ctx.set_ask(msg, {"reason": "which_step", "task": ref.task_instance_id})
+                await ctx.say(msg, texts.ASK_WHICH_STEP.format(task=ref.task_instance_id), kind="question")
+                continue
+            ref = resolved
+        await ctx.start_analysis(msg, ref, force=force)
+    if turn.ids.over_limit:
+        await ctx.say(
+            msg,
+            texts.OVER_LIMIT.format(limit=ctx.settings.chat.max_ids_per_message, more=turn.ids.over_limit),
+            kind="notice",
+        )
+
+
+async def handle_command(turn: Turn) -> bool:
+    cmd, ctx, msg = turn.command, turn.ctx, turn.msg
+    if cmd is None or (not turn.addressed and not (turn.ask and cmd.name == "cancel")):
+        return False
+    if cmd.name == "help":
+        await ctx.say(msg, texts.HELP)
+    elif cmd.name == "cancel":
+        await ctx.say(msg, texts.CANCELLED if await ctx.clear_ask(msg) else texts.NOTHING_TO_CANCEL)
+    elif cmd.name == "status":
+        await ctx.say(msg, await ctx.status_text(msg))
+    elif cmd.name == "reanalyze":
+        ids = extract_ids(cmd.arg, max_ids=ctx.settings.chat.max_ids_per_message)
+        if not ids.refs:
+            await ctx.say(msg, texts.REANALYZE_NEED_ID)
+        else:
+            await ctx.clear_ask(msg)
+            await _analyse_refs(Turn(msg, ctx, ids, None, None), ids.refs, force=True)
+    elif cmd.name == "detail":
+        ids = extract_ids(cmd.arg, max_ids=1)
+        ref = ids.refs[0] if ids.refs else None
+        full = await ctx.full_report(msg, ref)
+        if full is not None:
+            await ctx.say(msg, full, kind="report")
+        elif ref is None:
+            await ctx.say(msg, texts.DETAIL_NEED_ID)
+        else:
+            what = ref.step_instance_id or ref.request_id or ref.task_instance_id
+            await ctx.say(msg, texts.DETAIL_NOT_FOUND.format(what=what))
+    return True
+
+
+async def handle_ids(turn: Turn) -> bool:
+    has_ids = bool(turn.ids.refs)
+    # In a group, a message without @ counts only as the follow-up the bot asked this sender for.
+    if not has_ids or not (turn.addressed or turn.ask):
+        return False
+    await turn.ctx.clear_ask(turn.msg)
+    await _analyse_refs(turn, turn.ids.refs)
+    return True
+
+
+async def handle_followup(turn: Turn) -> bool:
+    if turn.ask is None or not turn.addressed:
+        return False
+    # Asked for an id, got none: remind once more (the question stays open until its TTL).
+    if turn.ids.uuid_seen:
+        await turn.ctx.say(turn.msg, texts.UUID_HINT, kind="question")
+    elif classify(turn.msg.text) == "question":
+        return False  # a real question: answer it, keep waiting for the id
+    else:
+        await turn.ctx.say(turn.msg, texts.ASK_STILL_WAITING, kind="question")
+    return True
+
+
+async def handle_feedback(turn: Turn) -> bool:
+    fb = parse_feedback(turn.msg.text)
+    if fb is None or not turn.addressed:
+        return False
+    key = await turn.ctx.record_feedback(turn.msg, fb[0], fb[1])
+    await turn.ctx.say(turn.msg, texts.FEEDBACK_THANKS if key else texts.FEEDBACK_NO_REPORT)
+    return True
+
+
+async def handle_failure_without_id(turn: Turn) -> bool:
+    if not turn.addressed or classify(turn.msg.text) != "failure_without_id":
+        return False
+    ctx, msg = turn.ctx, turn.msg
+    if turn.ids.uuid_seen:
+        await ctx.say(msg, texts.UUID_HINT, kind="question")
+    await ctx.set_ask(msg, {"reason": "need_id", "text": msg.text[:200]})
+    if not msg.is_group:
+        question = texts.ASK_FOR_ID_PRIVATE
+    elif msg.channel.startswith("wecom"):
+        question = texts.ASK_FOR_ID_MENTION_ONLY  # WeCom groups deliver only @-mentions
+    else:
+        question = texts.ASK_FOR_ID_GROUP
+    await ctx.say(msg, question, kind="question")
+    return True
+
+
+async def handle_question(turn: Turn) -> bool:
+    if not turn.addressed or classify(turn.msg.text) != "question":
+        return False
+    await turn.ctx.say(turn.msg, await turn.ctx.answer_question(turn.msg, turn.msg.text))
+    return True
+
+
+async def handle_chatter(turn: Turn) -> bool:
+    if not turn.addressed:
+        return False
+    if turn.ids.uuid_seen:
+        await turn.ctx.say(turn.msg, texts.UUID_HINT)
+    elif not turn.msg.text.strip():
+        await turn.ctx.say(turn.msg, texts.CHATTER_HINT)
+    else:
+        await turn.ctx.say(turn.msg, await turn.ctx.answer_question(turn.msg, turn.msg.text))
+    return True
+
+
+DEFAULT_HANDLERS: tuple[tuple[str, Handler], ...] = (
+    ("command", handle_command),
+    ("ids", handle_ids),
+    ("followup", handle_followup),
+    ("feedback", handle_feedback),
+    ("failure_without_id", handle_failure_without_id),
+    ("question", handle_question),
+    ("chatter", handle_chatter),
+)
+
+
+class Router:
+    def __init__(self, handlers: Sequence[tuple[str, Handler]] = DEFAULT_HANDLERS) -> None:
+        self.handlers = list(handlers)
+
+    async def dispatch(self, msg: IncomingMessage, ctx: HandlerContext) -> str:
+        """Route one message; returns the name of the handler that took it ("ignored" if none)."""
+        ask = await ctx.get_ask(msg)
+        if msg.is_group and not msg.mentioned and ask is None:
+            return "ignored"  # group chatter not addressed to the bot: not even rate-limited
+        refusal = await ctx.allow(msg)
+        if refusal is not None:
+            if refusal:
+                await ctx.say(msg, refusal, kind="notice")
+            return "refused"
+        turn = Turn(
+            msg=msg,
+            ctx=ctx,
+            ids=extract_ids(msg.text, max_ids=ctx.settings.chat.max_ids_per_message),
+            command=parse_command(msg.text),
+            ask=ask,
+        )
+        for name, handler in self.handlers:
+            if await handler(turn):
+                log.info("message_routed", handler=name)
+                return name
+        return "ignored"

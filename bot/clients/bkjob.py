@@ -1,0 +1,501 @@
+"""BK-JOB open API client (APIGW v3, reference bk-job.md §4).
+
+`<base_url>/api/v3/<api>` on the `bk-job` gateway. Times in the API are epoch milliseconds;
+the models carry timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
+from bot.clients.gateway import ApiCredentials, ApiError, Envelope, GatewayTransport, UpstreamError
+
+INSTANCE_NOT_FOUND_CODES = frozenset({1244006, 1244007})  # 作业实例不存在 / 作业步骤实例不存在
+MAX_LIST_SPAN = timedelta(days=30)
+LIST_PAGE_MAX = 1000
+
+
+class InstanceNotFound(ApiError):
+    """The job or step instance does not exist (1244006 / 1244007)."""
+
+    kind_zh = "作业实例不存在"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def ms_to_datetime(value: Any) -> datetime | None:
+    try:
+        ms = int(value)
+    except (TypeError, ValueError):
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms > 0 else None
+
+
+def datetime_to_ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: pass an aware datetime for BK-JOB millisecond timestamps")
+    return int(moment.timestamp() * 1000)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class HostResult(_Model):
+    bk_host_id: int | None = None
+    ip: str | None = None
+    ipv6: str | None = None
+    bk_agent_id: str | None = None
+    bk_cloud_id: int | None = None
+    status: int | None = None  # ExecuteObjectTaskStatusEnum (reference §2.2)
+    status_desc: str | None = None
+    tag: str | None = None
+    exit_code: int | None = None
+    error_code: int | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    total_time_ms: int | None = None
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any]) -> HostResult:
+        return cls(
+            bk_host_id=_int(d.get("bk_host_id")),
+            ip=_str(d.get("ip")),
+            ipv6=_str(d.get("ipv6")),
+            bk_agent_id=_str(d.get("bk_agent_id")),
+            bk_cloud_id=_int(d.get("bk_cloud_id")),
+            status=_int(d.get("status")),
+            status_desc=_str(d.get("status_desc")),
+            tag=_str(d.get("tag")),
+            exit_code=_int(d.get("exit_code")),
+            error_code=_int(d.get("error_code")),
+            start_time=ms_to_datetime(d.get("start_time")),
+            end_time=ms_to_datetime(d.get("end_time")),
+            total_time_ms=_int(d.get("total_time")),
+        )
+
+
+class StepInstance(_Model):
+    step_instance_id: int
+    name: str = ""
+    type: int | None = None  # 1 script, 2 file, 3 manual confirm, 4 SQL
+    status: int | None = None  # RunStatusEnum (reference §2.1)
+    execute_count: int | None = None
+    create_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    total_time_ms: int | None = None
+    host_results: list[HostResult] = Field(default_factory=list)
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any]) -> StepInstance:
+        hosts = d.get("step_ip_result_list") or d.get("step_host_result_list") or []
+        return cls(
+            step_instance_id=_int(d.get("step_instance_id")) or 0,
+            name=str(d.get("name") or ""),
+            type=_int(d.get("type")),
+            status=_int(d.get("status")),
+            execute_count=_int(d.get("execute_count")),
+            create_time=ms_to_datetime(d.get("create_time")),
+            start_time=ms_to_datetime(d.get("start_time")),
+            end_time=ms_to_datetime(d.get("end_time")),
+            total_time_ms=_int(d.get("total_time")),
+            host_results=[HostResult.from_api(h) for h in hosts if isinstance(h, Mapping)],
+        )
+
+
+class JobInstance(_Model):
+    job_instance_id: int
+    name: str = ""
+    status: int | None = None
+    bk_scope_type: str | None = None
+    bk_scope_id: str | None = None
+    create_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    total_time_ms: int | None = None
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any]) -> JobInstance:
+        return cls(
+            job_instance_id=_int(d.get("job_instance_id", d.get("id"))) or 0,
+            name=str(d.get("name") or ""),
+            status=_int(d.get("status", d.get("task_status"))),
+            bk_scope_type=_str(d.get("bk_scope_type")),
+            bk_scope_id=_str(d.get("bk_scope_id", d.get("bk_biz_id"))),
+            create_time=ms_to_datetime(d.get("create_time")),
+            start_time=ms_to_datetime(d.get("start_time")),
+            end_time=ms_to_datetime(d.get("end_time")),
+            total_time_ms=_int(d.get("total_time")),
+        )
+
+
+class JobInstanceStatus(_Model):
+    finished: bool
+    job_instance: JobInstance
+    steps: list[StepInstance]
+
+    def step(self, step_instance_id: int) -> StepInstance | None:
+        return next((s for s in self.steps if s.step_instance_id == step_instance_id), None)
+
+
+class StepResultGroup(_Model):
+    result_type: int | None = None
+    result_type_desc: str = ""
+    tag: str = ""
+    host_size: int = 0
+    hosts: list[HostResult] = Field(default_factory=list)
+
+
+class StepInstanceStatus(_Model):
+    step_instance_id: int
+    name: str = ""
+    status: int | None = None
+    execute_count: int | None = None
+    total_time_ms: int | None = None
+    groups: list[StepResultGroup] = Field(default_factory=list)
+
+    @property
+    def hosts(self) -> list[HostResult]:
+        return [h for g in self.groups for h in g.hosts]
+
+
+class JobInstanceSummary(_Model):
+    """One item of get_job_instance_list (real keys and the doc's outdated ones both read)."""
+
+    job_instance_id: int
+    bk_biz_id: int | None = None
+    bk_scope_type: str | None = None
+    bk_scope_id: str | None = None
+    job_plan_id: int | None = None
+    job_template_id: int | None = None
+    name: str = ""
+    operator: str = ""
+    launch_mode: int | None = None
+    status: int | None = None
+    type: int | None = None
+    create_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    total_time_ms: int | None = None
+
+    @classmethod
+    def from_api(cls, d: Mapping[str, Any]) -> JobInstanceSummary:
+        return cls(
+            job_instance_id=_int(d.get("job_instance_id", d.get("id"))) or 0,
+            bk_biz_id=_int(d.get("bk_biz_id")),
+            bk_scope_type=_str(d.get("bk_scope_type")),
+            bk_scope_id=_str(d.get("bk_scope_id")),
+            job_plan_id=_int(d.get("job_plan_id")),
+            job_template_id=_int(d.get("job_template_id")),
+            name=str(d.get("name") or ""),
+            operator=str(d.get("operator") or ""),
+            launch_mode=_int(d.get("launch_mode")),
+            status=_int(d.get("status", d.get("task_status"))),
+            type=_int(d.get("type", d.get("task_type"))),
+            create_time=ms_to_datetime(d.get("create_time")),
+            start_time=ms_to_datetime(d.get("start_time")),
+            end_time=ms_to_datetime(d.get("end_time")),
+            total_time_ms=_int(d.get("total_time")),
+        )
+
+
+class ScriptHostLog(_Model):
+    bk_host_id: int | None = None
+    bk_cloud_id: int | None = None
+    ip: str | None = None
+    ipv6: str | None = None
+    log_content: str = ""
+
+
+class FileLogEntry(_Model):
+    mode: int | None = None  # 0 upload, 1 download
+    src_ip: dict[str, Any] | None = None
+    src_path: str | None = None
+    dest_ip: dict[str, Any] | None = None
+    dest_path: str | None = None
+    status: int | None = None  # 1 waiting, 2 uploading, 3 downloading, 4 success, 5 failed
+    log_content: str = ""
+    size: str | None = None
+    speed: str | None = None
+    process: str | None = None
+
+
+class FileHostLog(_Model):
+    bk_host_id: int | None = None
+    bk_cloud_id: int | None = None
+    ip: str | None = None
+    file_logs: list[FileLogEntry] = Field(default_factory=list)
+
+
+class IpLogs(_Model):
+    job_instance_id: int | None = None
+    step_instance_id: int | None = None
+    log_type: int | None = None  # 1 script, 2 file
+    script_logs: list[ScriptHostLog] = Field(default_factory=list)
+    file_logs: list[FileHostLog] = Field(default_factory=list)
+
+
+def _ip_dict(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def _parse_ip_logs(data: Mapping[str, Any]) -> IpLogs:
+    script = [
+        ScriptHostLog(
+            bk_host_id=_int(x.get("bk_host_id")),
+            bk_cloud_id=_int(x.get("bk_cloud_id")),
+            ip=_str(x.get("ip")),
+            ipv6=_str(x.get("ipv6")),
+            log_content=str(x.get("log_content") or ""),
+        )
+        for x in data.get("script_task_logs") or []
+        if isinstance(x, Mapping)
+    ]
+    files = [
+        FileHostLog(
+            bk_host_id=_int(x.get("bk_host_id")),
+            bk_cloud_id=_int(x.get("bk_cloud_id")),
+            ip=_str(x.get("ip")),
+            file_logs=[
+                FileLogEntry(
+                    mode=_int(f.get("mode")),
+                    src_ip=_ip_dict(f.get("src_ip")),
+                    src_path=_str(f.get("src_path")),
+                    dest_ip=_ip_dict(f.get("dest_ip")),
+                    dest_path=_str(f.get("dest_path")),
+                    status=_int(f.get("status")),
+                    log_content=str(f.get("log_content") or ""),
+                    size=_str(f.get("size")),
+                    speed=_str(f.get("speed")),
+                    process=_str(f.get("process")),
+                )
+                for f in x.get("file_logs") or []
+                if isinstance(f, Mapping)
+            ],
+        )
+        for x in data.get("file_task_logs") or []
+        if isinstance(x, Mapping)
+    ]
+    return IpLogs(
+        job_instance_id=_int(data.get("job_instance_id")),
+        step_instance_id=_int(data.get("step_instance_id")),
+        log_type=_int(data.get("log_type")),
+        script_logs=script,
+        file_logs=files,
+    )
+
+
+# --------------------------------------------------------------------------- client
+
+
+class BkJobClient:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        credentials: ApiCredentials | tuple[str, str, str] | Any,
+        tenant_id: str = "",
+        timeout_s: float = 10.0,
+        retries: int = 2,
+        backoff_base_s: float = 0.5,
+    ) -> None:
+        self._base = str(base_url).rstrip("/")
+        self._gw = GatewayTransport(
+            session,
+            service="BK-JOB",
+            credentials=credentials,
+            tenant_id=tenant_id,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_base_s=backoff_base_s,
+        )
+
+    def _url(self, api: str) -> str:
+        return f"{self._base}/api/v3/{api}"
+
+    async def _call(
+        self, method: str, api: str, *, params: Mapping[str, Any] | None = None, body: Any = None
+    ) -> Envelope:
+        try:
+            if method == "GET":
+                return await self._gw.call("GET", self._url(api), params=params, api=api)
+            return await self._gw.call("POST", self._url(api), json_body=body, api=api)
+        except ApiError as err:
+            if err.code in INSTANCE_NOT_FOUND_CODES:
+                raise InstanceNotFound(
+                    err.message,
+                    service=err.service,
+                    code=err.code,
+                    http_status=err.http_status,
+                    request_id=err.request_id,
+                ) from None
+            raise
+
+    @staticmethod
+    def _data(env: Envelope, api: str) -> Mapping[str, Any]:
+        if not isinstance(env.data, Mapping):
+            raise UpstreamError(f"{api}: response data is not an object", service="BK-JOB")
+        return env.data
+
+    async def get_job_instance_status(
+        self,
+        bk_scope_id: int | str,
+        job_instance_id: int,
+        *,
+        bk_scope_type: str = "biz",
+        return_ip_result: bool = True,
+    ) -> JobInstanceStatus:
+        api = "get_job_instance_status"
+        params = {
+            "bk_scope_type": bk_scope_type,
+            "bk_scope_id": bk_scope_id,
+            "job_instance_id": job_instance_id,
+            "return_ip_result": return_ip_result,
+        }
+        data = self._data(await self._call("GET", api, params=params), api)
+        job = data.get("job_instance") or {}
+        steps = data.get("step_instance_list") or []
+        return JobInstanceStatus(
+            finished=bool(data.get("finished")),
+            job_instance=JobInstance.from_api(job if isinstance(job, Mapping) else {}),
+            steps=[StepInstance.from_api(s) for s in steps if isinstance(s, Mapping)],
+        )
+
+    async def get_step_instance_status(
+        self,
+        bk_scope_id: int | str,
+        job_instance_id: int,
+        step_instance_id: int,
+        *,
+        bk_scope_type: str = "biz",
+        execute_count: int | None = None,
+        batch: int | None = None,
+        max_host_num_per_group: int | None = None,
+        status: int | None = None,
+    ) -> StepInstanceStatus:
+        api = "get_step_instance_status"
+        params = {
+            "bk_scope_type": bk_scope_type,
+            "bk_scope_id": bk_scope_id,
+            "job_instance_id": job_instance_id,
+            "step_instance_id": step_instance_id,
+            "execute_count": execute_count,
+            "batch": batch,
+            "max_host_num_per_group": max_host_num_per_group,
+            "status": status,
+        }
+        data = self._data(await self._call("GET", api, params=params), api)
+        groups = []
+        for g in data.get("step_result_group_list") or []:
+            if not isinstance(g, Mapping):
+                continue
+            hosts = [
+                HostResult.from_api(h) for h in g.get("host_result_list") or [] if isinstance(h, Mapping)
+            ]
+            groups.append(
+                StepResultGroup(
+                    result_type=_int(g.get("result_type")),
+                    result_type_desc=str(g.get("result_type_desc") or ""),
+                    tag=str(g.get("tag") or ""),
+                    host_size=_int(g.get("host_size")) or len(hosts),
+                    hosts=hosts,
+                )
+            )
+        return StepInstanceStatus(
+            step_instance_id=_int(data.get("step_instance_id")) or step_instance_id,
+            name=str(data.get("name") or ""),
+            status=_int(data.get("status")),
+            execute_count=_int(data.get("execute_count")),
+            total_time_ms=_int(data.get("total_time")),
+            groups=groups,
+        )
+
+    async def get_job_instance_list(
+        self,
+        bk_scope_id: int | str,
+        *,
+        create_time_start: datetime,
+        create_time_end: datetime,
+        status: int | None = None,
+        bk_scope_type: str = "biz",
+        page_size: int = 500,
+        max_items: int = 20000,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[JobInstanceSummary]:
+        """Every job instance created in the window (one `status` per call), all pages read.
+
+        The API refuses windows over 30 days (1241002), so that is checked here first.
+        `filters`: other documented params (`name`, `operator`, `launch_mode`, `type`, `ip`, ...).
+        """
+        if create_time_end <= create_time_start:
+            raise ValueError("create_time_end must be after create_time_start")
+        if create_time_end - create_time_start > MAX_LIST_SPAN:
+            raise ValueError("BK-JOB lists at most 30 days of job instances per query")
+        api = "get_job_instance_list"
+        length = max(1, min(page_size, LIST_PAGE_MAX))
+        base: dict[str, Any] = dict(filters or {})
+        base.update(
+            bk_scope_type=bk_scope_type,
+            bk_scope_id=bk_scope_id,
+            create_time_start=datetime_to_ms(create_time_start),
+            create_time_end=datetime_to_ms(create_time_end),
+            status=status,
+        )
+        items: list[JobInstanceSummary] = []
+        start = 0
+        while len(items) < max_items:
+            data = self._data(
+                await self._call("GET", api, params={**base, "start": start, "length": length}), api
+            )
+            rows = [r for r in data.get("data") or [] if isinstance(r, Mapping)]
+            items.extend(JobInstanceSummary.from_api(r) for r in rows)
+            total = _int(data.get("total")) or 0
+            served_start = _int(data.get("start"))
+            start += length
+            if not rows or start >= total or (served_start is not None and served_start != start - length):
+                break  # last page, or the server capped `start` (startLimitEnabled): stop, no dupes
+        return items[:max_items]
+
+    async def batch_get_job_instance_ip_log(
+        self,
+        bk_scope_id: int | str,
+        job_instance_id: int,
+        step_instance_id: int,
+        *,
+        host_ids: Sequence[int] = (),
+        ips: Sequence[tuple[int, str]] = (),
+        bk_scope_type: str = "biz",
+    ) -> IpLogs:
+        """Script output / file-transfer logs per host; `ips` are (bk_cloud_id, ip) pairs."""
+        api = "batch_get_job_instance_ip_log"
+        body: dict[str, Any] = {
+            "bk_scope_type": bk_scope_type,
+            "bk_scope_id": bk_scope_id,
+            "job_instance_id": job_instance_id,
+            "step_instance_id": step_instance_id,
+        }
+        if host_ids:
+            body["host_id_list"] = list(host_ids)
+        if ips:
+            body["ip_list"] = [{"bk_cloud_id": c, "ip": ip} for c, ip in ips]
+        data = self._data(await self._call("POST", api, body=body), api)
+        return _parse_ip_logs(data)

@@ -1,0 +1,210 @@
+"""The rule-based DiagnosisReport: from the collected chain, its condensed run and the best
+signature match. Used on its own without a model, and as the candidate (and the fallback)
+when a model is configured. It never guesses: what the lines cannot settle goes to
+`missing_info`, and confidence says how sure the rules are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.diagnosis.collector import Collected
+from bot.diagnosis.condense import Condensed
+from bot.diagnosis.records import LogRecord
+from bot.diagnosis.signatures import SignatureMatch
+from bot.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage
+
+MAX_EVIDENCE = 8
+
+_GENERIC_ACTIONS: dict[str, Actions] = {
+    "parameter_check": Actions(
+        immediate=["核对调用参数（目标主机、执行账号、脚本参数、文件路径）后重新发起作业"],
+        root_fix=["按相关日志里的错误码/提示修正作业模板或 API 调用参数"],
+        improvements=["调用方在发起前校验参数，并记录 job_request_id 便于排查"],
+    ),
+    "initialization": Actions(
+        immediate=["检查文件源/本地文件是否可用，修正后重试该步骤"],
+        root_fix=["根据相关日志定位准备阶段失败的资源（文件源、file-worker、本地上传文件）"],
+        improvements=["为文件源和 file-worker 配置监控"],
+    ),
+    "dispatch": Actions(
+        immediate=["检查 GSE（bk-gse 网关/GSE API Server）可用性后重试该步骤"],
+        root_fix=["根据相关日志中的接口响应排查作业平台与 GSE 之间的调用"],
+        improvements=["为作业平台调用 GSE 的失败率配置告警"],
+    ),
+    "execution": Actions(
+        immediate=["查看失败主机的执行日志（作业平台页面或 batch_get_job_instance_ip_log）"],
+        root_fix=["按主机执行结果修复脚本或目标主机环境后重试"],
+        improvements=["为脚本增加明确的错误输出和退出码约定"],
+    ),
+    "result_polling": Actions(
+        immediate=["确认 GSE 任务结果是否可查询，必要时重试该步骤"],
+        root_fix=["排查 GSE 数据/任务服务与作业平台结果拉取"],
+        improvements=["为结果拉取异常配置告警"],
+    ),
+    "callback": Actions(
+        immediate=["检查回调地址是否可达并返回 2xx"],
+        root_fix=["修复调用方回调接口或作业平台回调白名单"],
+        improvements=["回调接口做好幂等与超时控制"],
+    ),
+}
+
+
+@dataclass
+class RuleInputs:
+    collected: Collected
+    condensed: Condensed | None
+    match: SignatureMatch | None
+    step_instance_id: int | None
+    request_id: str | None
+    links: list[str] = field(default_factory=list)
+    enrichment: list[str] = field(default_factory=list)  # extra facts (agent state, host groups)
+    notices: list[str] = field(default_factory=list)
+
+
+def evidence_of(rec: LogRecord, why: str) -> Evidence:
+    return Evidence(
+        time=rec.time_text, level=rec.level, logger=rec.logger, trace_id=rec.trace_id, text=rec.raw, why=why
+    )
+
+
+def _what(inp: RuleInputs) -> str:
+    if inp.step_instance_id is not None:
+        return f"步骤 stepInstanceId={inp.step_instance_id}"
+    return f"request_id={inp.request_id}"
+
+
+def _no_lines_report(inp: RuleInputs, base: DiagnosisReport) -> DiagnosisReport:
+    c = inp.collected
+    what = _what(inp)
+    missing: list[str]
+    if c.auth_error:
+        summary = f"无法查询 BkLog，{what} 未能分析：{c.auth_error}"
+        missing = [
+            "检查 job-doctor 的 BkLog 网关凭据（JOB_DOCTOR_BKLOG__APP_CODE/APP_SECRET 或 JOB_DOCTOR_BK__*）",
+            "确认应用已获授权调用 bk-log-search 的 esquery_search，且用户对该索引集有检索权限",
+        ]
+    elif c.error:
+        summary = f"BkLog 暂时无法访问，未能取得 {what} 的日志：{c.error}"
+        missing = ["稍后重试（发送「重新分析」），或检查 BkLog 网关与 ES 集群状态"]
+    elif c.engine_lines_in_window:
+        summary = f"BkLog 在查询时间段内有作业平台引擎日志，但没有 {what} 的任何日志。"
+        missing = [
+            "请核对 id 是否正确、是否属于本环境（可直接粘贴 BK-JOB 步骤链接）",
+            "如果步骤执行时间较早，请扩大时间窗口（analyze --since/--until）",
+        ]
+    elif c.engine_lines_in_window == 0:
+        summary = f"BkLog 在查询时间段内没有任何作业平台引擎日志，无法分析 {what}。"
+        missing = [
+            "检查 BkLog 是否在采集 job-execute 日志（/data/logs/job-execute/*.log）",
+            "检查 job-doctor 配置的索引集 id（JOB_DOCTOR_BKLOG__INDEX_SET_ID）与时区是否正确",
+        ]
+    else:
+        summary = f"没有找到 {what} 的日志。"
+        missing = ["请核对 id 是否正确，或扩大时间窗口后重试"]
+    return base.model_copy(
+        update={
+            "summary": summary,
+            "root_cause": "日志缺失，无法确定失败原因（不做猜测）。",
+            "stage": "unknown",
+            "fault_side": "unknown",
+            "evidence": [],
+            "request_ids": [],
+            "missing_info": missing,
+            "confidence": 0.0,
+        }
+    )
+
+
+def _first_fail_stage(cond: Condensed) -> Stage:
+    for entry in cond.timeline:
+        if entry.status == "fail" and entry.phase in STAGE_ZH:
+            return entry.phase  # type: ignore[return-value]
+    for entry in cond.timeline:
+        if entry.status == "missing" and entry.phase in STAGE_ZH:
+            return entry.phase  # type: ignore[return-value]
+    return "unknown"
+
+
+def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
+    c, cond, match = inp.collected, inp.condensed, inp.match
+    base = DiagnosisReport(
+        step_instance_id=inp.step_instance_id if inp.step_instance_id is not None else c.step_instance_id,
+        task_instance_id=(cond.task_instance_id if cond and cond.task_instance_id else c.task_instance_id),
+        request_ids=list(cond.request_ids) if cond else [],
+        execute_count=cond.execute_count if cond else None,
+        timeline=list(cond.timeline) if cond else [],
+        earlier_runs=list(cond.earlier_runs) if cond else [],
+        queries=[q.describe() for q in c.queries],
+        links=list(inp.links),
+        notices=list(inp.notices),
+        source="rules",
+    )
+    if c.empty or cond is None or not cond.records:
+        return _no_lines_report(inp, base)
+
+    missing: list[str] = []
+    if c.truncated:
+        missing.append("部分查询结果超出 BkLog 分页上限，未全部取回；可缩小时间窗口后重试")
+    if c.budget_exhausted:
+        missing.append("查询次数达到上限，调用链可能不完整")
+    for entry in cond.timeline:
+        if entry.status == "missing" and entry.note:
+            missing.append(f"{STAGE_ZH.get(entry.phase, entry.phase)}：{entry.note}")
+
+    if match is not None:
+        evidence = match.evidence()[:MAX_EVIDENCE]
+        cause = match.cause
+        if inp.enrichment:
+            cause = cause + "\n" + "\n".join(inp.enrichment)
+        return base.model_copy(
+            update={
+                "summary": match.summary,
+                "stage": match.stage,
+                "fault_side": match.fault_side,
+                "root_cause": cause,
+                "signature": match.id,
+                "evidence": evidence,
+                "actions": match.actions,
+                "prevention": list(match.prevention),
+                "missing_info": [*match.missing_info, *missing],
+                "confidence": match.confidence,
+            }
+        )
+
+    # No known signature: report what the timeline shows, with honest low confidence.
+    stage = _first_fail_stage(cond)
+    failing = [r for r in cond.key_lines if (r.level or "") in ("ERROR", "WARN")] or list(cond.key_lines)
+    evidence = [evidence_of(r, "关键日志（未匹配已知故障特征）") for r in failing[:MAX_EVIDENCE]]
+    what = _what(inp)
+    if stage == "unknown":
+        summary = f"{what} 的日志中没有找到明确的失败点。"
+        cause = "日志没有给出失败原因；可能需要更完整的日志或主机侧信息。"
+        confidence = 0.1
+        missing.append("请确认该步骤确实失败，并提供失败主机的执行日志或更大的时间窗口")
+    else:
+        summary = f"{what} 在{STAGE_ZH[stage]}阶段失败，未匹配到已知的故障特征。"
+        first = failing[0].message if failing else ""
+        cause = (
+            f"{STAGE_ZH[stage]}阶段出现异常"
+            + (f"：{first}" if first else "")
+            + "。具体原因需结合下方日志判断。"
+        )
+        confidence = 0.3
+        missing.append("未匹配到已知故障特征：请结合相关日志与主机执行日志人工确认")
+    if inp.enrichment:
+        cause = cause + "\n" + "\n".join(inp.enrichment)
+    return base.model_copy(
+        update={
+            "summary": summary,
+            "stage": stage,
+            "fault_side": "unknown",
+            "root_cause": cause,
+            "signature": None,
+            "evidence": evidence,
+            "actions": _GENERIC_ACTIONS.get(stage, Actions()),
+            "prevention": ["为作业关键步骤配置失败告警，并保留 job_request_id 以便排查"],
+            "missing_info": missing,
+            "confidence": confidence,
+        }
+    )

@@ -1,0 +1,520 @@
+"""Render a `DiagnosisReport` for chat (analysis-method.md "The report").
+
+* `render_markdown` — WeCom markdown (AI bot stream / ``response_url`` / webhook ``markdown_v2``),
+  shortened to a byte budget (UTF-8 bytes, a CJK character is 3) with an optional detail hint.
+* `render_text` — the plain-text version (WorkTool, CLI), never shortened.
+* `split_parts` — split a long message at paragraph, then line boundaries into numbered parts.
+
+Log lines are quoted exactly (``Evidence.text`` is never cut). In markdown they sit in a code fence
+longer than any backtick run they contain, so ``**``, ``<script>`` or backticks in a log line cannot
+change the formatting of the report.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from bot.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport, Evidence
+
+HEADER_PREFIX = "【job-doctor 诊断报告】"
+MARKDOWN_MAX_BYTES = 20480  # AI bot stream content / response_url markdown (wecom-channels.md §2)
+
+SECTION_OVERVIEW = "问题概述"
+SECTION_ROOT_CAUSE = "根因分析"
+SECTION_SOLUTION = "解决方案"
+SECTION_PREVENTION = "预防措施"
+SECTION_MISSING = "还需要的信息"
+
+SHORTENED_NOTE = "（报告较长，已精简显示）"
+_OMITTED = "（已省略）"
+_NONE = "（暂无）"
+_ERROR_LEVELS = frozenset({"ERROR", "FATAL", "CRITICAL", "SEVERE"})
+_WARN_LEVELS = frozenset({"WARN", "WARNING"})
+
+Measure = Callable[[str], int]
+
+
+def utf8_len(s: str) -> int:
+    return len(s.encode("utf-8"))
+
+
+def report_header(report: DiagnosisReport) -> str:
+    """First line of every report: the id the user asked about (DESIGN.md "Channel rules")."""
+    if report.step_instance_id is not None:
+        return f"{HEADER_PREFIX}stepInstanceId={report.step_instance_id}"
+    if report.request_ids:
+        return f"{HEADER_PREFIX}request_id={report.request_ids[0]}"
+    return HEADER_PREFIX
+
+
+@dataclass(frozen=True)
+class RenderedMarkdown:
+    text: str
+    shortened: bool
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+@dataclass(frozen=True)
+class _View:
+    """What to include; `render_markdown` narrows it step by step until the text fits."""
+
+    evidence: tuple[int, ...]
+    improvements: bool = True
+    prevention: bool = True
+    details: bool = True  # timeline notes and evidence "why"
+    list_cap: int | None = None  # max items per action / missing-info list
+    text_cap: int | None = None  # max characters of free text (summary, root cause, ...)
+
+
+def _cap(s: str, cap: int | None) -> str:
+    return s if cap is None or len(s) <= cap else s[: max(cap - 1, 0)] + "…"
+
+
+def _items(items: Sequence[str], view: _View) -> tuple[list[str], int]:
+    shown = list(items) if view.list_cap is None else list(items[: view.list_cap])
+    return [_cap(i, view.text_cap) for i in shown], len(items) - len(shown)
+
+
+def _source_line(report: DiagnosisReport) -> str:
+    source = "模型" if report.source == "llm" else "规则库"
+    if report.signature:
+        source += f"（规则 {report.signature}）"
+    return f"诊断来源：{source}；置信度 {round(report.confidence * 100)}%"
+
+
+def _run_line(report: DiagnosisReport) -> str:
+    bits = []
+    if report.task_instance_id is not None:
+        bits.append(f"作业实例 taskInstanceId={report.task_instance_id}")
+    if report.execute_count is not None:
+        bits.append(f"第 {report.execute_count} 次执行")
+    return "，".join(bits)
+
+
+def _evidence_rank(ev: Evidence) -> int:
+    level = (ev.level or "").upper()
+    return 0 if level in _ERROR_LEVELS else 1 if level in _WARN_LEVELS else 2
+
+
+def _drop_order(evidence: Sequence[Evidence]) -> list[int]:
+    """Indices in the order they are dropped when shortening: info before warn before error, later first."""
+    return sorted(range(len(evidence)), key=lambda i: (-_evidence_rank(evidence[i]), -i))
+
+
+def _phase_name(phase: str) -> str:
+    return STAGE_ZH.get(phase, phase)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _inline_code(s: str) -> str:
+    # backticks cannot be escaped inside inline code on every client; they are not meaningful in
+    # times, levels or logger names, so they are replaced
+    return "`" + s.replace("`", "'").replace("\n", " ") + "`"
+
+
+def fence(text: str) -> str:
+    """Code block whose fence is longer than any backtick run in ``text`` (text kept verbatim)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    marker = "`" * max(3, longest + 1)
+    return f"{marker}\n{text}\n{marker}"
+
+
+def _md_list(items: Sequence[str], more: int, ordered: bool = True) -> str:
+    lines = [f"{i}. {item}" if ordered else f"- {item}" for i, item in enumerate(items, 1)]
+    if more:
+        lines.append(f"- （另有 {more} 条，已省略）")
+    return "\n".join(lines) if lines else _NONE
+
+
+def _md_evidence(n: int, ev: Evidence, details: bool) -> str:
+    meta = [f"**#{n}**"]
+    meta += [_inline_code(v) for v in (ev.time, ev.level, ev.logger) if v]
+    line = " ".join(meta)
+    if details and ev.why:
+        line += f" — {ev.why}"
+    return f"{line}\n{fence(ev.text)}"
+
+
+def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
+    cap = view.text_cap
+    paras = [report_header(report)]
+    paras += [f"> {_cap(n, cap)}" for n in report.notices]
+
+    overview = _cap(report.summary, cap) or _NONE
+    if run := _run_line(report):
+        overview += f"\n\n{run}"
+    paras.append(f"### {SECTION_OVERVIEW}\n{overview}")
+    if report.earlier_runs:
+        earlier, more = _items(report.earlier_runs, view)
+        paras.append("#### 此前的执行\n" + _md_list(earlier, more, ordered=False))
+
+    paras.append(
+        f"### {SECTION_ROOT_CAUSE}\n"
+        f"- **失败阶段**：{_phase_name(report.stage)}\n"
+        f"- **故障归属**：{FAULT_SIDE_ZH.get(report.fault_side, report.fault_side)}\n"
+        f"- **失败原因**：{_cap(report.root_cause, cap) or '未能确定'}"
+    )
+    shown = [i for i in range(len(report.evidence)) if i in view.evidence]
+    hidden = len(report.evidence) - len(shown)
+    title = "#### 相关日志"
+    if not report.evidence:
+        paras.append(f"{title}\n（未找到相关日志）")
+    elif not shown:
+        paras.append(f"{title}\n（共 {len(report.evidence)} 条，已省略）")
+    else:
+        for n, i in enumerate(shown, 1):
+            item = _md_evidence(n, report.evidence[i], view.details)
+            paras.append(f"{title}\n{item}" if n == 1 else item)
+        if hidden:
+            paras.append(f"（另有 {hidden} 条相关日志已省略）")
+    if report.timeline:
+        lines = []
+        for entry in report.timeline:
+            line = f"- {PHASE_STATUS_ICON.get(entry.status, '❔')} {_phase_name(entry.phase)}"
+            if entry.time:
+                line += f" {_inline_code(entry.time)}"
+            if view.details and entry.note:
+                line += f" {_cap(entry.note, cap)}"
+            lines.append(line)
+        paras.append("#### 时间线\n" + "\n".join(lines))
+
+    immediate, more_i = _items(report.actions.immediate, view)
+    root_fix, more_r = _items(report.actions.root_fix, view)
+    solution = [
+        f"### {SECTION_SOLUTION}\n#### 立即措施\n{_md_list(immediate, more_i)}",
+        f"#### 根本解决\n{_md_list(root_fix, more_r)}",
+    ]
+    if view.improvements:
+        improvements, more_o = _items(report.actions.improvements, view)
+        solution.append(f"#### 优化建议\n{_md_list(improvements, more_o)}")
+    else:
+        solution.append(f"#### 优化建议\n{_OMITTED if report.actions.improvements else _NONE}")
+    paras += solution
+
+    if view.prevention:
+        prevention, more_p = _items(report.prevention, view)
+        paras.append(f"### {SECTION_PREVENTION}\n{_md_list(prevention, more_p, ordered=False)}")
+    else:
+        paras.append(f"### {SECTION_PREVENTION}\n{_OMITTED if report.prevention else _NONE}")
+
+    if report.missing_info:
+        missing, more_m = _items(report.missing_info, view)
+        paras.append(f"### {SECTION_MISSING}\n{_md_list(missing, more_m, ordered=False)}")
+
+    footer = [_source_line(report)]
+    if report.request_ids:
+        footer.append("request_id：" + "，".join(_inline_code(r) for r in report.request_ids))
+    links = report.links if view.list_cap is None else report.links[:1]
+    footer += [f"[作业平台链接{'' if len(links) == 1 else f' {i}'}]({url})" for i, url in enumerate(links, 1)]
+    # separate paragraphs: a list here would merge with the list of the section above
+    paras.append("\n\n".join(footer))
+    return paras
+
+
+def _detail_views(report: DiagnosisReport) -> list[_View]:
+    """Ever shorter views before any evidence is dropped: optional sections, then details."""
+    full = _View(evidence=tuple(range(len(report.evidence))))
+    views = [full, replace(full, improvements=False)]
+    views.append(replace(views[-1], prevention=False))
+    views.append(replace(views[-1], details=False))
+    return views
+
+
+def _without_evidence(view: _View, drop: Sequence[int]) -> _View:
+    gone = set(drop)
+    return replace(view, evidence=tuple(i for i in view.evidence if i not in gone))
+
+
+def _hard_trim(text: str, budget: int, measure: Measure) -> str:
+    """Last resort: whole lines up to ``budget``, the last one cut at a character boundary."""
+    out: list[str] = []
+    used = 0
+    for line in text.split("\n"):
+        cost = measure(line) + (1 if out else 0)
+        if used + cost <= budget:
+            out.append(line)
+            used += cost
+            continue
+        room = budget - used - (1 if out else 0) - measure("…")
+        if room > 0:
+            out.append(_prefix_within(line, room, measure) + "…")
+        break
+    return "\n".join(out)
+
+
+def render_markdown(
+    report: DiagnosisReport, *, max_bytes: int = MARKDOWN_MAX_BYTES, detail_hint: str | None = None
+) -> RenderedMarkdown:
+    """WeCom markdown of ``report`` in at most ``max_bytes`` UTF-8 bytes.
+
+    When the full report does not fit it is shortened (optional sections, then evidence items
+    whole, never part of a log line) and ends with `SHORTENED_NOTE` and ``detail_hint``.
+    """
+    views = _detail_views(report)
+    full = "\n\n".join(_markdown_paragraphs(report, views[0]))
+    if utf8_len(full) <= max_bytes:
+        return RenderedMarkdown(full, False)
+    tail = "\n\n" + SHORTENED_NOTE + (f"\n{detail_hint}" if detail_hint else "")
+    budget = max_bytes - utf8_len(tail)
+    if budget < utf8_len(report_header(report)):
+        raise ValueError(f"max_bytes={max_bytes} cannot hold the header and the detail hint")
+
+    def fitting(view: _View) -> str | None:
+        text = "\n\n".join(_markdown_paragraphs(report, view))
+        return text if utf8_len(text) <= budget else None
+
+    for view in views[1:]:
+        if (text := fitting(view)) is not None:
+            return RenderedMarkdown(text + tail, True)
+    # drop the fewest evidence items that makes it fit (binary search: reports can carry many)
+    order = _drop_order(report.evidence)
+    lo, hi, best = 1, len(order), None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if (text := fitting(_without_evidence(views[-1], order[:mid]))) is not None:
+            best, hi = text, mid - 1
+        else:
+            lo = mid + 1
+    if best is not None:
+        return RenderedMarkdown(best + tail, True)
+    last = _without_evidence(views[-1], order)
+    for view in (
+        replace(last, list_cap=3),
+        replace(last, list_cap=3, text_cap=500),
+        replace(last, list_cap=1, text_cap=120),
+    ):
+        if (text := fitting(view)) is not None:
+            return RenderedMarkdown(text + tail, True)
+    # only short free text is left (no fences): cut it
+    text = "\n\n".join(_markdown_paragraphs(report, replace(last, list_cap=1, text_cap=120)))
+    return RenderedMarkdown(_hard_trim(text, budget, utf8_len) + tail, True)
+
+
+# --------------------------------------------------------------------------- plain text
+
+
+def _text_list(items: Sequence[str]) -> str:
+    return "\n".join(f"{i}. {item}" for i, item in enumerate(items, 1)) if items else _NONE
+
+
+def render_text(report: DiagnosisReport) -> str:
+    """Plain-text report: the same structure without markdown; each log line on its own line."""
+    paras = [report_header(report)]
+    if report.notices:
+        paras.append("\n".join(f"※ {n}" for n in report.notices))
+
+    overview = report.summary or _NONE
+    if run := _run_line(report):
+        overview += f"\n{run}"
+    paras.append(f"【{SECTION_OVERVIEW}】\n{overview}")
+    if report.earlier_runs:
+        paras.append("此前的执行：\n" + _text_list(report.earlier_runs))
+
+    paras.append(
+        f"【{SECTION_ROOT_CAUSE}】\n"
+        f"失败阶段：{_phase_name(report.stage)}\n"
+        f"故障归属：{FAULT_SIDE_ZH.get(report.fault_side, report.fault_side)}\n"
+        f"失败原因：{report.root_cause or '未能确定'}"
+    )
+    if not report.evidence:
+        paras.append("相关日志：\n（未找到相关日志）")
+    for n, ev in enumerate(report.evidence, 1):
+        meta = " ".join([f"#{n}", *(v for v in (ev.time, ev.level, ev.logger) if v)])
+        if ev.why:
+            meta += f" — {ev.why}"
+        item = f"{meta}\n{ev.text}"
+        paras.append(f"相关日志（{len(report.evidence)} 条）：\n{item}" if n == 1 else item)
+    if report.timeline:
+        lines = []
+        for entry in report.timeline:
+            bits = [PHASE_STATUS_ICON.get(entry.status, "❔"), _phase_name(entry.phase)]
+            bits += [v for v in (entry.time, entry.note) if v]
+            lines.append(" ".join(bits))
+        paras.append("时间线：\n" + "\n".join(lines))
+
+    paras.append(f"【{SECTION_SOLUTION}】\n立即措施：\n{_text_list(report.actions.immediate)}")
+    paras.append(f"根本解决：\n{_text_list(report.actions.root_fix)}")
+    paras.append(f"优化建议：\n{_text_list(report.actions.improvements)}")
+    paras.append(f"【{SECTION_PREVENTION}】\n{_text_list(report.prevention)}")
+    if report.missing_info:
+        paras.append(f"【{SECTION_MISSING}】\n{_text_list(report.missing_info)}")
+
+    footer = [_source_line(report)]
+    if report.request_ids:
+        footer.append("request_id：" + "，".join(report.request_ids))
+    footer += [f"链接：{url}" for url in report.links]
+    paras.append("\n".join(footer))
+    return "\n\n".join(paras)
+
+
+# --------------------------------------------------------------------------- splitting
+
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def _fence_open(line: str) -> str | None:
+    m = _FENCE_OPEN.match(line)
+    if m is None or (m.group(1)[0] == "`" and "`" in line[m.end() :]):
+        return None
+    return m.group(1)
+
+
+def _fence_closes(line: str, marker: str) -> bool:
+    stripped = line.strip()
+    return (
+        len(line) - len(line.lstrip(" ")) <= 3
+        and len(stripped) >= len(marker)
+        and stripped == marker[0] * len(stripped)
+    )
+
+
+def _paragraphs(body: str) -> list[list[str]]:
+    """Lines grouped at blank lines; a blank line inside a code fence does not end a paragraph."""
+    paras: list[list[str]] = []
+    cur: list[str] = []
+    marker: str | None = None
+    for line in body.split("\n"):
+        if marker is None:
+            if not line.strip():
+                if cur:
+                    paras.append(cur)
+                    cur = []
+                continue
+            marker = _fence_open(line)
+        elif _fence_closes(line, marker):
+            marker = None
+        cur.append(line)
+    if cur:
+        paras.append(cur)
+    return paras
+
+
+def _prefix_within(s: str, room: int, measure: Measure) -> str:
+    """Longest prefix of ``s`` with ``measure <= room`` (measure must be additive per character)."""
+    lo, hi = 0, len(s)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if measure(s[:mid]) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return s[:lo]
+
+
+class _Packer:
+    """Greedy packing of paragraphs, then lines, then pieces of a line into chunks of ``limit``.
+
+    A chunk cut inside a code fence is closed with the fence marker and the next chunk reopens it,
+    so every part renders on its own.
+    """
+
+    def __init__(self, limit: int, measure: Measure) -> None:
+        self.limit = limit
+        self.measure = measure
+        self.chunks: list[str] = []
+        self.cur: list[str] = []
+
+    def _fits(self, lines: list[str]) -> bool:
+        return self.measure("\n".join(lines)) <= self.limit
+
+    def _flush(self, close: str | None = None, reopen: str | None = None) -> None:
+        if self.cur and self.cur != [reopen]:
+            self.chunks.append("\n".join(self.cur + ([close] if close else [])))
+        self.cur = [reopen] if reopen else []
+
+    def add_paragraph(self, para: list[str]) -> None:
+        candidate = [*self.cur, "", *para] if self.cur else list(para)
+        if self._fits(candidate):
+            self.cur = candidate
+            return
+        self._flush()
+        if self._fits(para):
+            self.cur = list(para)
+        else:
+            self._add_lines(para)
+
+    def _add_lines(self, lines: list[str]) -> None:
+        marker: str | None = None  # open fence marker and its opening line, for reopening
+        opener: str | None = None
+        for line in lines:
+            if marker is None:
+                next_marker = _fence_open(line)
+                next_opener = line if next_marker else None
+            elif _fence_closes(line, marker):
+                next_marker = next_opener = None
+            else:
+                next_marker, next_opener = marker, opener
+            tail = [next_marker] if next_marker else []
+            if not self._fits([*self.cur, line, *tail]):
+                self._flush(marker, opener)
+                if not self._fits([*self.cur, line, *tail]):
+                    self._hard_split(line, tail, marker, opener)
+                    marker, opener = next_marker, next_opener
+                    continue
+            self.cur.append(line)
+            marker, opener = next_marker, next_opener
+
+    def _hard_split(self, line: str, tail: list[str], marker: str | None, opener: str | None) -> None:
+        # last resort: one line longer than a whole part; prefer a space near the end of the window
+        while line:
+            room = self.limit - self.measure("\n".join([*self.cur, "", *tail]))
+            piece = _prefix_within(line, room, self.measure)
+            if not piece:
+                raise ValueError(f"limit {self.limit} is too small to hold any text")
+            if len(piece) < len(line):
+                space = piece.rfind(" ")
+                if space > len(piece) // 2:
+                    piece = piece[: space + 1]
+            self.cur.append(piece)
+            line = line[len(piece) :]
+            if line:
+                self._flush(marker, opener)
+
+    def finish(self) -> list[str]:
+        self._flush()
+        return self.chunks
+
+
+def _numbered(header: str, i: int, n: int) -> str:
+    return f"{header} ({i}/{n})" if header else f"({i}/{n})"
+
+
+def split_parts(text: str, max_chars: int, header: str = "", *, measure: Measure = len) -> list[str]:
+    """Split ``text`` into parts of at most ``max_chars`` (as counted by ``measure``).
+
+    Splits at paragraph boundaries, then at line boundaries; a single over-long line is cut only
+    as a last resort. With more than one part each starts with ``header (i/n)`` (or ``(i/n)`` when
+    there is no header); a single part is the text itself, starting with ``header``. When ``text``
+    already starts with the header line it is not repeated. Pass ``measure=utf8_len`` for byte limits.
+    """
+    body = whole = text
+    if header:
+        first, _, rest = text.partition("\n")
+        if first == header:
+            body = rest.lstrip("\n")
+        else:
+            whole = f"{header}\n{text}" if text else header
+    if measure(whole) <= max_chars:
+        return [whole]
+    digits = 1
+    while True:
+        widest = 10**digits - 1
+        packer = _Packer(max_chars - measure(_numbered(header, widest, widest) + "\n"), measure)
+        if packer.limit <= 0:
+            raise ValueError(f"max_chars={max_chars} cannot hold the part header")
+        for para in _paragraphs(body):
+            packer.add_paragraph(para)
+        chunks = packer.finish()
+        if len(chunks) <= widest:
+            break
+        digits += 1
+    if len(chunks) == 1:  # blank-line runs collapsed, so the body now fits in one part
+        return [f"{header}\n{chunks[0]}" if header else chunks[0]]
+    n = len(chunks)
+    return [f"{_numbered(header, i, n)}\n{chunk}" for i, chunk in enumerate(chunks, 1)]

@@ -14,7 +14,8 @@ from bot.diagnosis.records import LogRecord
 from bot.diagnosis.signatures import SignatureMatch
 from bot.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage
 
-MAX_EVIDENCE = 8
+MAX_EVIDENCE = 10
+CONFIDENT = 0.55  # a match this sure settles the cause: its hints become actions, not missing info
 
 _GENERIC_ACTIONS: dict[str, Actions] = {
     "parameter_check": Actions(
@@ -116,6 +117,32 @@ def _no_lines_report(inp: RuleInputs, base: DiagnosisReport) -> DiagnosisReport:
     )
 
 
+def _failing_key_lines(cond: Condensed) -> list[Evidence]:
+    return [
+        evidence_of(r, "同一次执行中的其他错误/告警日志")
+        for r in cond.key_lines
+        if (r.level or "") in ("ERROR", "WARN") or "code!=0" in r.message
+    ]
+
+
+def _merge_evidence(first: list[Evidence], more: list[Evidence]) -> list[Evidence]:
+    out: list[Evidence] = []
+    seen: set[str] = set()
+    for ev in [*first, *more]:
+        if ev.text in seen:
+            continue
+        seen.add(ev.text)
+        out.append(ev)
+    return out[:MAX_EVIDENCE]
+
+
+def _run_tail(cond: Condensed, n: int = 3) -> list[LogRecord]:
+    """The diagnosed step's own last lines (lines naming the step or its GSE task)."""
+    step = cond.step_instance_id
+    own = [r for r in cond.records if step is None or str(step) in r.raw]
+    return own[-n:]
+
+
 def _first_fail_stage(cond: Condensed) -> Stage:
     for entry in cond.timeline:
         if entry.status == "fail" and entry.phase in STAGE_ZH:
@@ -153,8 +180,14 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
             missing.append(f"{STAGE_ZH.get(entry.phase, entry.phase)}：{entry.note}")
 
     if match is not None:
-        evidence = match.evidence()[:MAX_EVIDENCE]
+        evidence = _merge_evidence(match.evidence(), _failing_key_lines(cond))
         cause = match.cause
+        hints = list(match.missing_info)
+        actions = match.actions
+        if match.confidence >= CONFIDENT:
+            # The lines settle the cause: what the hints suggest is a next step, not a gap.
+            actions = actions.model_copy(update={"immediate": [*actions.immediate, *hints]})
+            hints, missing = [], [m for m in missing if not m.startswith(tuple(STAGE_ZH.values()))]
         if inp.enrichment:
             cause = cause + "\n" + "\n".join(inp.enrichment)
         return base.model_copy(
@@ -165,9 +198,9 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
                 "root_cause": cause,
                 "signature": match.id,
                 "evidence": evidence,
-                "actions": match.actions,
+                "actions": actions,
                 "prevention": list(match.prevention),
-                "missing_info": [*match.missing_info, *missing],
+                "missing_info": [*hints, *missing],
                 "confidence": match.confidence,
             }
         )
@@ -175,7 +208,12 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
     # No known signature: report what the timeline shows, with honest low confidence.
     stage = _first_fail_stage(cond)
     failing = [r for r in cond.key_lines if (r.level or "") in ("ERROR", "WARN")] or list(cond.key_lines)
-    evidence = [evidence_of(r, "关键日志（未匹配已知故障特征）") for r in failing[:MAX_EVIDENCE]]
+    evidence = [evidence_of(r, "关键日志（未匹配已知故障特征）") for r in failing]
+    if any(t.status == "missing" for t in cond.timeline):
+        # The chain stops: the last lines before the gap are the evidence of where it stopped.
+        tail = [evidence_of(r, "最后的日志（其后未见预期的后续日志）") for r in _run_tail(cond)]
+        evidence = _merge_evidence(tail, []) + [e for e in evidence if e.text not in {t.text for t in tail}]
+    evidence = evidence[:MAX_EVIDENCE]
     what = _what(inp)
     if stage == "unknown":
         summary = f"{what} 的日志中没有找到明确的失败点。"

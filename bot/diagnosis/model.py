@@ -1,0 +1,147 @@
+"""The model step of the pipeline: one model call over the condensed evidence with the rule
+candidate, bounded read-only tools, verified quotes; falls back to the rules (marked so)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from bot.clients.bkjob import BkJobClient
+from bot.clients.bklog import BkLogClient
+from bot.clients.gateway import GatewayError
+from bot.clients.gse import GseClient
+from bot.diagnosis.collector import Collected
+from bot.diagnosis.condense import Condensed
+from bot.diagnosis.pipeline import ModelStep
+from bot.llm.budget import BUDGET_NOTICE, TokenBudget
+from bot.llm.client import CallEvent, CallObserver, LlmClient
+from bot.llm.diagnose import llm_diagnose
+from bot.llm.prompts import PromptLibrary
+from bot.llm.scrub import Scrubber
+from bot.metrics import Metrics
+from bot.models import DiagnosisReport
+from bot.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+FALLBACK_NOTICE = {
+    "fallback_timeout": "模型响应超时，以下为规则库诊断。",
+    "fallback_rate_limited": "模型被限流，以下为规则库诊断。",
+    "fallback_error": "模型暂时不可用，以下为规则库诊断。",
+    "fallback_invalid": "模型输出无法校验，以下为规则库诊断。",
+    "budget_exhausted": BUDGET_NOTICE,
+}
+
+
+class PipelineTools:
+    """Read-only look-ups for the model: BkLog search (capped), agent state, step status."""
+
+    def __init__(
+        self,
+        *,
+        bklog: BkLogClient | None,
+        gse: GseClient | None,
+        bkjob: BkJobClient | None,
+        window: tuple[datetime, datetime] | None,
+        scope_id: int | None,
+        task_id: int | None,
+        step_id: int | None,
+    ) -> None:
+        self.bklog, self.gse, self.bkjob = bklog, gse, bkjob
+        self.window, self.scope_id, self.task_id, self.step_id = window, scope_id, task_id, step_id
+
+    async def search_logs(self, query: str, limit: int) -> Sequence[str]:
+        if self.bklog is None or self.window is None:
+            return []
+        try:
+            res = await self.bklog.search(
+                query, self.window[0], self.window[1], size_cap=max(1, min(limit, 50))
+            )
+        except GatewayError as exc:
+            return [f"(BkLog 查询失败：{exc.zh})"]
+        return [str(d.get("log", "")) for d in res.docs]
+
+    async def agent_state(self, hosts: Sequence[str]) -> str:
+        if self.gse is None:
+            return "未配置 GSE，无法查询 Agent 状态。"
+        try:
+            states = await self.gse.agent_states(list(hosts)[:50])
+        except GatewayError as exc:
+            return f"GSE 查询失败：{exc.zh}"
+        return "\n".join(
+            f"{k}: {'运行中' if v.alive else (v.status_zh or '未找到')}" for k, v in states.items()
+        )
+
+    async def step_status(self) -> str:
+        if self.bkjob is None or not (self.scope_id and self.task_id and self.step_id):
+            return "未配置 BK-JOB 或缺少业务 ID，无法查询步骤状态。"
+        try:
+            st = await self.bkjob.get_step_instance_status(self.scope_id, self.task_id, self.step_id)
+        except GatewayError as exc:
+            return f"BK-JOB 查询失败：{exc.zh}"
+        return (
+            "\n".join(f"{g.result_type_desc or g.result_type}: {g.host_size} 台" for g in st.groups)
+            or "无主机结果"
+        )
+
+
+def metrics_observer(metrics: Metrics) -> CallObserver:
+    def observe(event: CallEvent) -> None:
+        metrics.llm_calls.labels(event.outcome).inc()
+        metrics.llm_tokens.labels("prompt").inc(event.prompt_tokens)
+        metrics.llm_tokens.labels("completion").inc(event.completion_tokens)
+
+    return observe
+
+
+def make_model_step(
+    settings: Settings,
+    client: LlmClient,
+    *,
+    prompts: PromptLibrary,
+    scrubber: Scrubber,
+    bklog: BkLogClient | None,
+    gse: GseClient | None,
+    bkjob: BkJobClient | None,
+    metrics: Metrics | None = None,
+    budget: TokenBudget | None = None,
+) -> ModelStep:
+    cfg = settings.llm
+
+    async def step(
+        candidate: DiagnosisReport, cond: Condensed, collected: Collected
+    ) -> DiagnosisReport | None:
+        tools = PipelineTools(
+            bklog=bklog,
+            gse=gse,
+            bkjob=bkjob,
+            window=collected.window,
+            scope_id=None,
+            task_id=cond.task_instance_id,
+            step_id=cond.step_instance_id,
+        )
+        result = await llm_diagnose(
+            client,
+            prompts,
+            candidate=candidate,
+            evidence_text=cond.text,
+            collected_lines=[r.raw for r in collected.records],
+            tools=tools,
+            deadline_s=cfg.deadline_s,
+            scrubber=scrubber,
+            max_tool_rounds=cfg.max_tool_rounds,
+            prompt_max_chars=cfg.prompt_max_chars,
+            budget=budget,
+            budget_key="global",
+        )
+        log.info("model_step", outcome=result.outcome, calls=result.calls, tokens=result.tokens)
+        if result.report is not None:
+            return result.report
+        if metrics is not None:
+            metrics.llm_fallbacks.labels(result.outcome).inc()
+        notice = FALLBACK_NOTICE.get(result.outcome, "模型不可用，以下为规则库诊断。")
+        return candidate.model_copy(update={"notices": [*candidate.notices, notice]})
+
+    return step

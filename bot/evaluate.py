@@ -1,0 +1,139 @@
+"""Run scenario folders through the whole pipeline (real BkLog client → sandbox BkLog over HTTP)
+and compare each report with the scenario's expected.json.
+
+Each scenario gets its own sandbox BkLog holding only its logs; the analysis clock is set just
+after the scenario's last line, so the default look-back window is what finds the logs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import aiohttp
+
+from bot.diagnosis.pipeline import AnalysisRequest
+from bot.models import DiagnosisReport
+from bot.sandbox import start_site
+from bot.sandbox.bklog import create_bklog_app, docs_from_records
+from bot.scenarios import Scenario, load_scenarios
+from bot.services import build_analyzer
+from bot.settings import Settings
+
+_TS = re.compile(r"^\[?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})", re.M)
+SANDBOX_APP = ("job-doctor-sandbox", "sandbox-secret", "sandbox")
+SANDBOX_INDEX_SET = 1
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    report: DiagnosisReport | None
+    checks: dict[str, bool] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and all(self.checks.values())
+
+
+def last_timestamp(text: str, tz: str = "Asia/Shanghai") -> datetime:
+    stamps = _TS.findall(text)
+    if not stamps:
+        return datetime.now(ZoneInfo(tz))
+    return datetime.strptime(max(stamps), "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo(tz))
+
+
+def sandbox_settings(base_url: str, **overrides: object) -> Settings:
+    code, secret, user = SANDBOX_APP
+    data: dict[str, object] = {
+        "bklog": {
+            "base_url": base_url,
+            "index_set_id": SANDBOX_INDEX_SET,
+            "app_code": code,
+            "app_secret": secret,
+            "username": user,
+            "retries": 1,
+        },
+    }
+    data.update(overrides)
+    return Settings(**data)  # type: ignore[arg-type]
+
+
+def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
+    exp = sc.expected
+    res = ScenarioResult(sc.name, report)
+    evidence = "\n".join(e.text for e in report.evidence)
+    missing_keys = [k for k in exp.key_lines if k not in evidence]
+    res.checks = {
+        "stage": report.stage == exp.stage,
+        "fault_side": report.fault_side == exp.fault_side,
+        "key_lines": not missing_keys,
+        "request_ids": set(report.request_ids) == set(exp.request_ids),
+        "missing_info": bool(report.missing_info) == exp.expect_missing_info,
+    }
+    if not res.checks["stage"]:
+        res.problems.append(f"stage {report.stage} != {exp.stage}")
+    if not res.checks["fault_side"]:
+        res.problems.append(f"fault_side {report.fault_side} != {exp.fault_side}")
+    if missing_keys:
+        res.problems.append(f"key lines missing from evidence: {missing_keys}")
+    if not res.checks["request_ids"]:
+        extra = sorted(set(report.request_ids) - set(exp.request_ids))
+        lost = sorted(set(exp.request_ids) - set(report.request_ids))
+        res.problems.append(f"request_ids extra={extra} missing={lost}")
+    if not res.checks["missing_info"]:
+        res.problems.append(f"missing_info expected={exp.expect_missing_info} got={report.missing_info}")
+    return res
+
+
+async def run_scenario(sc: Scenario, session: aiohttp.ClientSession) -> ScenarioResult:
+    code, secret, _user = SANDBOX_APP
+    docs = docs_from_records(sc.logs_text)
+    app = create_bklog_app(docs, app_code=code, app_secret=secret, index_set_id=SANDBOX_INDEX_SET)
+    runner, url = await start_site(app)
+    try:
+        settings = sandbox_settings(url)
+        now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
+        analyzer = build_analyzer(settings, session, clock=lambda: now)
+        exp = sc.expected
+        req = AnalysisRequest(
+            step_instance_id=None if exp.start_request_id else exp.step_instance_id,
+            request_id=exp.start_request_id,
+            use_model=False,
+        )
+        report = await analyzer.analyze(req)
+        return check(sc, report)
+    except Exception as exc:  # one broken scenario must not hide the others
+        return ScenarioResult(sc.name, None, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        await runner.cleanup()
+
+
+async def run_all(root: Path | None = None) -> list[ScenarioResult]:
+    scenarios = load_scenarios(root)
+    async with aiohttp.ClientSession() as session:
+        return [await run_scenario(sc, session) for sc in scenarios]
+
+
+def format_results(results: list[ScenarioResult]) -> str:
+    lines = []
+    names = ["stage", "fault_side", "key_lines", "request_ids", "missing_info"]
+    for r in results:
+        if r.error:
+            lines.append(f"ERROR {r.name}: {r.error}")
+            continue
+        marks = " ".join(f"{n}={'ok' if r.checks.get(n) else 'NO'}" for n in names)
+        lines.append(f"{'PASS ' if r.ok else 'FAIL '} {r.name:<48} {marks}")
+        for p in r.problems:
+            lines.append(f"       - {p}")
+    passed = sum(1 for r in results if r.ok)
+    per_check = {n: sum(1 for r in results if r.checks.get(n)) for n in names}
+    lines.append("")
+    lines.append("checks: " + ", ".join(f"{n} {v}/{len(results)}" for n, v in per_check.items()))
+    lines.append(f"scenarios: {passed} passed, {len(results) - passed} failed")
+    return "\n".join(lines)

@@ -1,0 +1,151 @@
+"""The scenario corpus: realistic BK-JOB engine logs of failed steps, stored as data.
+
+One folder per scenario (`tests/scenarios/<name>/`, packaged as `bot/_data/scenarios/`):
+`logs.txt` holds raw engine log records as BkLog returns them in `log` (a record starts with a
+timestamp, stack-trace lines follow it) and `expected.json` the expected diagnosis. The test suite
+runs every scenario through the pipeline, `job-doctor demo` serves them as its sample BkLog, and
+`cases export` writes new ones with `write_scenario`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bot.models import FaultSide, Stage
+from bot.resources import data_dir
+
+LOGS_FILE = "logs.txt"
+EXPECTED_FILE = "expected.json"
+
+# A record starts at a timestamp-led line: `[2024-05-30 11:09:00.240] ...` (file pattern) or
+# `2024-05-30 11:09:00.240 ...` (≤3.12 console pattern). Anything else continues the record.
+RECORD_START = re.compile(r"^\[?\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+
+
+class ScenarioExpectation(BaseModel):
+    """expected.json: what the diagnosis of the scenario must say."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    step_instance_id: int | None
+    task_instance_id: int | None
+    stage: Stage
+    fault_side: FaultSide
+    key_lines: list[str] = Field(default_factory=list)  # substrings that must appear in the evidence
+    request_ids: list[str] = Field(default_factory=list)  # traceIds of the diagnosed run, any order
+    expect_missing_info: bool = False
+    description: str = ""
+    start_request_id: str | None = None  # start from this traceId instead of the step id
+    signature: str | None = None  # expected catalog entry id (a hint)
+
+    @field_validator("request_ids")
+    @classmethod
+    def _trace_ids(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not TRACE_ID.match(item):
+                raise ValueError(f"request id {item!r} is not a 32-char lowercase hex traceId")
+        return value
+
+    @field_validator("start_request_id")
+    @classmethod
+    def _start_trace_id(cls, value: str | None) -> str | None:
+        if value is not None and not TRACE_ID.match(value):
+            raise ValueError(f"start_request_id {value!r} is not a 32-char lowercase hex traceId")
+        return value
+
+    @field_validator("key_lines")
+    @classmethod
+    def _non_blank(cls, value: list[str]) -> list[str]:
+        if any(not line.strip() for line in value):
+            raise ValueError("key_lines must not contain blank strings")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    path: Path
+    logs_text: str
+    expected: ScenarioExpectation
+
+    @property
+    def records(self) -> list[str]:
+        return split_records(self.logs_text)
+
+
+def decode_log_bytes(data: bytes) -> str:
+    """UTF-8 with replacement for broken bytes; a leading BOM is dropped."""
+    text = data.decode("utf-8", errors="replace")
+    return text.removeprefix("\ufeff")
+
+
+def split_records(text: str) -> list[str]:
+    """Split raw log text into records: a timestamp-led line plus its continuation lines.
+
+    CRLF/CR line ends, a BOM and trailing whitespace are tolerated; blank lines are dropped.
+    Lines before the first timestamp-led line (a truncated stack) form a record of their own.
+    """
+    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    records: list[list[str]] = []
+    for raw_line in text.split("\n"):
+        line = raw_line.rstrip()
+        if not line:
+            continue
+        if RECORD_START.match(line) or not records:
+            records.append([line])
+        else:
+            records[-1].append(line)
+    return ["\n".join(lines) for lines in records]
+
+
+def load_scenario(path: Path) -> Scenario:
+    logs_text = decode_log_bytes((path / LOGS_FILE).read_bytes())
+    raw: Any = json.loads((path / EXPECTED_FILE).read_text(encoding="utf-8-sig"))
+    return Scenario(
+        name=path.name,
+        path=path,
+        logs_text=logs_text,
+        expected=ScenarioExpectation.model_validate(raw),
+    )
+
+
+def load_scenarios(root: Path | None = None) -> list[Scenario]:
+    """Every scenario folder under root (default: the packaged corpus), sorted by name."""
+    base = root if root is not None else data_dir("scenarios")
+    folders = sorted(p for p in base.iterdir() if p.is_dir() and (p / EXPECTED_FILE).is_file())
+    return [load_scenario(p) for p in folders]
+
+
+def write_scenario(
+    root: Path, name: str, logs_text: str, expected: ScenarioExpectation | dict[str, Any]
+) -> Path:
+    """Write (or overwrite) one scenario folder and return its path; the input is validated first."""
+    if not _NAME.match(name):
+        raise ValueError(f"scenario name {name!r} must be lowercase letters, digits, '_', '-' or '.'")
+    model = (
+        expected
+        if isinstance(expected, ScenarioExpectation)
+        else ScenarioExpectation.model_validate(expected)
+    )
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    text = logs_text.replace("\r\n", "\n")
+    if text and not text.endswith("\n"):
+        text += "\n"
+    (folder / LOGS_FILE).write_text(text, encoding="utf-8")
+    payload = model.model_dump(exclude_none=False)
+    for optional in ("start_request_id", "signature"):
+        if payload.get(optional) is None:
+            payload.pop(optional, None)
+    (folder / EXPECTED_FILE).write_text(
+        json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+    return folder

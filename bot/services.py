@@ -1,0 +1,168 @@
+"""Build the analysis services from settings (clients, catalog, templates, analyzer)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+import aiohttp
+from aiohttp import web
+
+from bot.clients.bkjob import BkJobClient
+from bot.clients.bklog import BkLogClient, load_query_templates
+from bot.clients.gse import GseClient
+from bot.diagnosis.pipeline import Analyzer, ModelStep
+from bot.diagnosis.signatures import load_catalog
+from bot.metrics import Metrics
+from bot.settings import Settings
+
+
+def build_bklog(settings: Settings, session: aiohttp.ClientSession) -> BkLogClient | None:
+    cfg = settings.bklog
+    if cfg.base_url is None or cfg.index_set_id is None:
+        return None
+    return BkLogClient(
+        session,
+        base_url=str(cfg.base_url),
+        index_set_id=cfg.index_set_id,
+        credentials=settings.credentials_for(cfg),
+        tenant_id=settings.bk.tenant_id,
+        time_zone=cfg.time_zone,
+        timeout_s=cfg.timeout_s,
+        retries=cfg.retries,
+        page_size=cfg.page_size,
+        max_pages=cfg.max_pages,
+        response_shape=cfg.response_shape,
+    )
+
+
+def build_bkjob(settings: Settings, session: aiohttp.ClientSession) -> BkJobClient | None:
+    cfg = settings.bkjob
+    if cfg.base_url is None:
+        return None
+    return BkJobClient(
+        session,
+        base_url=str(cfg.base_url),
+        credentials=settings.credentials_for(cfg),
+        tenant_id=settings.bk.tenant_id,
+        timeout_s=cfg.timeout_s,
+        retries=cfg.retries,
+    )
+
+
+def build_gse(settings: Settings, session: aiohttp.ClientSession) -> GseClient | None:
+    cfg = settings.gse
+    if cfg.base_url is None:
+        return None
+    return GseClient(
+        session,
+        base_url=str(cfg.base_url),
+        api_version=cfg.api_version,
+        credentials=settings.credentials_for(cfg),
+        tenant_id=settings.bk.tenant_id,
+        timeout_s=cfg.timeout_s,
+    )
+
+
+def build_analyzer(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    *,
+    metrics: Metrics | None = None,
+    model_step: ModelStep | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Analyzer:
+    return Analyzer(
+        settings,
+        bklog=build_bklog(settings, session),
+        templates=load_query_templates(),
+        catalog=load_catalog(),
+        bkjob=build_bkjob(settings, session),
+        gse=build_gse(settings, session),
+        metrics=metrics,
+        model_step=model_step,
+        clock=clock,
+    )
+
+
+# --------------------------------------------------------------------------- app component
+
+
+def setup_pipeline(app: web.Application) -> None:
+    """Analysis services for the runtime: analyzer, optional model step and Q&A, task resolver."""
+    app.cleanup_ctx.append(_pipeline_ctx)
+
+
+async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
+    from bot import appkeys as K
+    from bot.diagnosis.model import make_model_step, metrics_observer
+    from bot.ids import IdRef
+    from bot.llm.budget import TokenBudget
+    from bot.llm.client import LlmClient
+    from bot.llm.diagnose import answer_question
+    from bot.llm.prompts import PromptLibrary
+    from bot.llm.scrub import Scrubber
+    from bot.models import IncomingMessage
+    from bot.runtime import ANALYZE, MODEL_ANSWER, RESOLVE_TASK
+    from handlers.knowledge import knowledge_snippet
+
+    settings, session, metrics = app[K.SETTINGS], app[K.HTTP], app[K.METRICS]
+    llm: LlmClient | None = None
+    model_step: ModelStep | None = None
+    if settings.llm.enabled:
+        llm = LlmClient.from_settings(settings.llm, observer=metrics_observer(metrics))
+        prompts = PromptLibrary()
+        scrubber = Scrubber(settings.secret_values())
+        store = app[K.STORE]
+        budget = TokenBudget(
+            store.redis,
+            prefix=store.key("llm-budget"),
+            daily_limit=settings.llm.daily_token_budget,
+            chat_daily_limit=settings.llm.group_daily_token_budget,
+            time_zone=settings.digest.time_zone,
+        )
+        model_step = make_model_step(
+            settings,
+            llm,
+            prompts=prompts,
+            scrubber=scrubber,
+            bklog=build_bklog(settings, session),
+            gse=build_gse(settings, session),
+            bkjob=build_bkjob(settings, session),
+            metrics=metrics,
+            budget=budget,
+        )
+        client = llm
+
+        async def model_answer(_msg: IncomingMessage, question: str) -> str | None:
+            return await answer_question(
+                client, prompts, question, knowledge_snippet(), settings.llm.timeout_s, scrubber=scrubber
+            )
+
+        app[MODEL_ANSWER] = model_answer
+    analyzer = build_analyzer(settings, session, metrics=metrics, model_step=model_step)
+    app[ANALYZE] = analyzer.analyze_job
+    bkjob = analyzer.bkjob
+    if bkjob is not None:
+        jobclient = bkjob
+
+        async def resolve(ref: IdRef) -> IdRef | None:
+            if ref.task_instance_id is None or ref.bk_scope_id is None:
+                return None
+            status = await jobclient.get_job_instance_status(ref.bk_scope_id, ref.task_instance_id)
+            failed = [s for s in status.steps if s.status in (4, 9, 14)]
+            if len(failed) != 1:
+                return None  # none or several failed: ask the user which one
+            return IdRef(
+                kind="step",
+                step_instance_id=failed[0].step_instance_id,
+                task_instance_id=ref.task_instance_id,
+                bk_scope_type=ref.bk_scope_type,
+                bk_scope_id=ref.bk_scope_id,
+                source=ref.source,
+            )
+
+        app[RESOLVE_TASK] = resolve
+    yield
+    if llm is not None:
+        await llm.aclose()

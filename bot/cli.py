@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import re
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import aiohttp
 
@@ -98,6 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "check":
             configure_logging(json_lines=False, level="WARNING", redactor=redactor)
             return asyncio.run(_check(settings))
+        if command == "analyze":
+            configure_logging(json_lines=False, level="WARNING", redactor=redactor)
+            return asyncio.run(_analyze(settings, redactor, args))
+        if command == "eval":
+            configure_logging(json_lines=False, level="WARNING", redactor=redactor)
+            return asyncio.run(_eval(args))
+        if command == "cases":
+            configure_logging(json_lines=False, level="WARNING", redactor=redactor)
+            return asyncio.run(_cases_export(settings, args))
         return _not_yet(command)
     except KeyboardInterrupt:
         return EXIT_OK
@@ -109,28 +122,199 @@ def _not_yet(command: str) -> int:
 
 
 def _serve(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, mode: str) -> int:
-    from bot.app import create_app
-    from bot.server import PortInUse, run_server
+    from bot.server import PortInUse
 
-    if mode == "demo":
-        # Embedded defaults: in-process store whatever the environment says.
-        settings = settings.model_copy(update={"redis_url": ""})
     configure_logging(
         json_lines=(mode == "serve" and not sys.stderr.isatty()), level=settings.log_level, redactor=redactor
     )
-    host = args.host or settings.http.host or ("127.0.0.1" if mode == "demo" else "0.0.0.0")
-    port = args.port if args.port is not None else settings.http.port
-    app = create_app(settings, mode=mode, redactor=redactor)
-
-    async def started(bound: int) -> None:
-        if mode == "demo":
-            print(f"job-doctor demo is running: http://{host}:{bound}/console  (Ctrl+C to stop)", flush=True)
-
     try:
-        asyncio.run(run_server(app, host, port, on_started=started))
+        asyncio.run(_run(settings, redactor, args, mode=mode))
     except PortInUse as exc:
         print(f"job-doctor: {exc} (set JOB_DOCTOR_HTTP__PORT or --port)", file=sys.stderr)
         return EXIT_USAGE
+    return EXIT_OK
+
+
+async def _run(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, mode: str) -> None:
+    from bot.app import create_app
+    from bot.components import app_components
+    from bot.server import run_server
+
+    box = None
+    samples: list[dict[str, object]] = []
+    if mode == "demo":
+        from bot.demo import demo_settings, start_sandbox
+
+        box = await start_sandbox()
+        settings = demo_settings(settings, box)
+        samples = box.samples
+    host = args.host or settings.http.host or ("127.0.0.1" if mode == "demo" else "0.0.0.0")
+    port = args.port if args.port is not None else settings.http.port
+    settings = settings.model_copy(update={"http": settings.http.model_copy(update={"host": host})})
+    app = create_app(settings, mode=mode, components=app_components(), redactor=redactor)
+    try:
+        from bot.channels.console.routes import SAMPLE_IDS
+
+        app[SAMPLE_IDS] = samples
+    except ImportError:
+        pass
+
+    async def started(bound: int) -> None:
+        if mode == "demo":
+            shown = ", ".join(str(s["id"]) for s in samples[:4])
+            print(f"job-doctor demo is running: http://{host}:{bound}/console  (Ctrl+C to stop)", flush=True)
+            print(
+                f"try: @job-doctor {samples[0]['id'] if samples else '<stepInstanceId>'}   samples: {shown}",
+                flush=True,
+            )
+
+    try:
+        await run_server(app, host, port, on_started=started)
+    finally:
+        if box is not None:
+            await box.close()
+
+
+def _parse_when(value: str | None, tz: str) -> datetime | None:
+    if not value:
+        return None
+    text = value.strip().replace("T", " ")
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=ZoneInfo(tz))
+        except ValueError:
+            continue
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"cannot read time {value!r} (use ISO 8601 or 'YYYY-MM-DD HH:MM:SS')") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=ZoneInfo(tz))
+
+
+async def _analyze(settings: Settings, redactor: Redactor, args: argparse.Namespace) -> int:
+    from bot.diagnosis.pipeline import AnalysisRequest
+    from bot.render import render_text
+    from bot.services import build_analyzer
+
+    step_id: int | None = None
+    request_id: str | None = None
+    if args.step_id is not None:
+        raw = str(args.step_id).strip()
+        if not raw.isdigit() or len(raw) > 19 or int(raw) == 0 or int(raw) > 2**63 - 1:
+            print(
+                f"job-doctor analyze: --step-id must be a positive number (got {raw[:40]!r})", file=sys.stderr
+            )
+            return EXIT_USAGE
+        step_id = int(raw)
+    else:
+        raw = str(args.request_id).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{32}", raw):
+            print("job-doctor analyze: --request-id must be 32 hex characters (a traceId)", file=sys.stderr)
+            return EXIT_USAGE
+        request_id = raw
+    try:
+        since = _parse_when(args.since, settings.bklog.time_zone)
+        until = _parse_when(args.until, settings.bklog.time_zone)
+    except ValueError as exc:
+        print(f"job-doctor analyze: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if since and until and since >= until:
+        print("job-doctor analyze: --since must be before --until", file=sys.stderr)
+        return EXIT_USAGE
+    if settings.bklog.base_url is None or settings.bklog.index_set_id is None:
+        print(
+            "job-doctor analyze: BkLog is not configured "
+            "(set JOB_DOCTOR_BKLOG__BASE_URL and JOB_DOCTOR_BKLOG__INDEX_SET_ID)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    use_model = settings.llm.enabled and not args.no_llm
+    async with aiohttp.ClientSession() as session:
+        model_step = None
+        llm = None
+        if use_model:
+            from bot.diagnosis.model import make_model_step
+            from bot.llm.client import LlmClient
+            from bot.llm.prompts import PromptLibrary
+            from bot.llm.scrub import Scrubber
+            from bot.services import build_bkjob, build_bklog, build_gse
+
+            llm = LlmClient.from_settings(settings.llm)
+            model_step = make_model_step(
+                settings,
+                llm,
+                prompts=PromptLibrary(),
+                scrubber=Scrubber(settings.secret_values()),
+                bklog=build_bklog(settings, session),
+                gse=build_gse(settings, session),
+                bkjob=build_bkjob(settings, session),
+            )
+        try:
+            analyzer = build_analyzer(settings, session, model_step=model_step)
+            report = await analyzer.analyze(
+                AnalysisRequest(
+                    step_instance_id=step_id,
+                    request_id=request_id,
+                    execute_count=args.execute_count,
+                    since=since,
+                    until=until,
+                    use_model=use_model,
+                )
+            )
+        finally:
+            if llm is not None:
+                await llm.aclose()
+    if (
+        report.stage == "unknown"
+        and any("网关" in m or "凭据" in m for m in report.missing_info)
+        and ("鉴权" in report.summary or "权限" in report.summary or "无法查询 BkLog" in report.summary)
+    ):
+        print(f"job-doctor analyze: {redactor(report.summary)}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(redactor(report.model_dump_json(indent=2)))
+    else:
+        print(redactor(render_text(report)))
+    return EXIT_OK
+
+
+async def _eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bot.evaluate import format_results, run_all
+
+    results = await run_all(Path(args.scenarios) if args.scenarios else None)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {"name": r.name, "ok": r.ok, "checks": r.checks, "problems": r.problems, "error": r.error}
+                    for r in results
+                ],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    else:
+        print(format_results(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+async def _cases_export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bot.cases import export_disputed
+
+    if not settings.redis_url:
+        print(
+            "job-doctor cases export: needs JOB_DOCTOR_REDIS_URL (feedback lives in the bot's Redis)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    written = await export_disputed(settings, Path(args.dir))
+    for path in written:
+        print(path)
+    print(f"{len(written)} disputed case(s) exported", file=sys.stderr)
     return EXIT_OK
 
 

@@ -1,0 +1,46 @@
+"""`job-doctor cases export DIR`: disputed reports (👎 / 不准确) become scenario folders.
+
+The folder holds the report's evidence lines as `logs.txt` and the bot's own answer as
+`expected.json` with the feedback in `description`: an engineer corrects stage / fault side
+there, and the wrong diagnosis is a regression test from then on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.reports import ReportStore
+from bot.scenarios import write_scenario
+from bot.settings import Settings
+from bot.store import open_store
+
+
+async def export_disputed(settings: Settings, target: Path) -> list[Path]:
+    store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
+    written: list[Path] = []
+    try:
+        reports = ReportStore(store, fresh_s=0)
+        for key in await reports.disputed():
+            stored = await reports.get(key)
+            if stored is None:
+                continue
+            rep = stored.report
+            feedback = await reports.feedback(key)
+            notes = "; ".join(f"{f.get('by', '?')}: {f.get('note') or f.get('verdict')}" for f in feedback)
+            logs = "\n".join(e.text for e in rep.evidence)
+            name = "case_" + key.replace(":", "_")
+            expected = {
+                "step_instance_id": rep.step_instance_id,
+                "task_instance_id": rep.task_instance_id,
+                "stage": rep.stage,
+                "fault_side": rep.fault_side,
+                "key_lines": [],
+                "request_ids": list(rep.request_ids),
+                "expect_missing_info": bool(rep.missing_info),
+                "description": f"DISPUTED — correct stage/fault_side/key_lines. Bot said: {rep.summary} "
+                f"Feedback: {notes}",
+            }
+            written.append(write_scenario(target, name, logs + "\n", expected))
+    finally:
+        await store.close()
+    return written

@@ -1,0 +1,29 @@
+"""Which components make up `serve` and `demo` (channels first, then pipeline, then the engine)."""
+
+from __future__ import annotations
+
+import importlib
+
+from bot.app import Component
+from bot.channels.worktool.channel import setup_worktool
+from bot.runtime import setup_runtime
+from bot.services import setup_pipeline
+
+
+def _optional(module: str, name: str) -> Component | None:
+    try:
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):
+        return None
+
+
+def app_components() -> list[Component]:
+    comps: list[Component | None] = [
+        setup_worktool,
+        _optional("bot.channels.wecom.http_mode", "setup_wecom_aibot"),
+        _optional("bot.channels.wecom.ws_mode", "setup_wecom_aibot_ws"),
+        _optional("bot.channels.console.routes", "setup_console"),
+        setup_pipeline,
+        setup_runtime,
+    ]
+    return [c for c in comps if c is not None]

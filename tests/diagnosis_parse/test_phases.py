@@ -330,3 +330,58 @@ def test_other_steps_lines_are_not_in_the_run() -> None:
     view = select_run(_records(c), S)
     assert all(str(other) not in r.message for r in view.records)
     assert view.trace_ids == [T]
+
+
+def test_v310_console_chain_runs_and_timeline() -> None:
+    """3.10.x: StepEvent without jobInstanceId, GseTaskEvent with only gseTaskId, `[AbstractBkApiClient]`,
+    logged to stdout with the console pattern (15-char threads)."""
+    from tests.diagnosis_parse.chains import G, console_line
+
+    ts = iter(f"2024-05-30 11:09:0{i // 100}.{i % 100:03d}" for i in range(1000))
+
+    def add(level: str, msg: str, thread: str) -> str:
+        return console_line(next(ts), level, msg, thread=thread)
+
+    sev = f"StepEvent[action=1, actionDesc=START, stepInstanceId={S}, batch=null, source=null, time=2024-05-30T11:09]"
+    gev = (
+        f"GseTaskEvent[action=1, actionDesc=START, gseTaskId={G}, requestId='3f2c1b0e-1a2b-4c5d-8e9f-0a1b2c3d4e5f', "
+        "source=null, time=2024-05-30T11:09:00.2]"
+    )
+    ref = (
+        f"StepEvent[action=14, actionDesc=REFRESH, stepInstanceId={S}, batch=null, source=EventSource(sourceType="
+        f"GSE_TASK, jobInstanceId={J}, stepInstanceId={S}, executeCount=0, batch=0, gseTaskId={G}), time=x]"
+    )
+    lines = [
+        add("INFO", f"Handle step event: {sev}, duration: 8ms", "step.service.job.execute-2"),
+        add("INFO", f"Start step, stepInstanceId={S}", "step.service.job.execute-2"),
+        add("INFO", f"Handle gse task event: {gev}, duration: 5ms", "gse.task.service.job.execute-4"),
+        add("INFO", f"[{key()}] Sending task to gse server", "gse.task.service.job.execute-4"),
+        add(
+            "INFO",
+            "[AbstractBkApiClient] Request|method=POST|uri=/api/v2/task/extensions/async_execute_script|reqStr={}",
+            "gse.task.service.job.execute-4",
+        ),
+        add(
+            "WARN",
+            "[AbstractBkApiClient] fail:response code!=0|bkApiRequestId=r|code=1210001|message=GSE down|"
+            'method=POST|uri=/api/v2/task/extensions/async_execute_script|reqStr={}|respStr={"code":1210001}',
+            "gse.task.service.job.execute-4",
+        ),
+        add("ERROR", f"Handling gse task event error, event:{gev}", "gse.task.service.job.execute-4")
+        + "\ncom.tencent.bk.job.common.esb.exception.BkOpenApiException: null\n\tat a.b(C.java:1)",
+        add("INFO", f"Handle step event: {ref}, duration: 9ms", "step.service.job.execute-3"),
+        add(
+            "INFO",
+            f"Refresh step according to gse task status, stepInstanceId: {S}, gseTaskStatus: ABNORMAL_STATE, "
+            "batch: 0",
+            "step.service.job.execute-3",
+        ),
+    ]
+    recs = order(dedupe(parse_text("\n".join(lines))))
+    assert all(r.parsed for r in recs)
+    ids = attribute(recs)
+    api = [i for i, r in enumerate(recs) if "AbstractBkApiClient" in r.message]
+    assert all(ids[i].step == S and ids[i].execute_count == 0 for i in api)
+    assert sorted(runs(recs, S)) == [0]
+    st = _status(build_timeline(recs, S))
+    assert st["dispatch"] == "fail" and st["execution"] == "skipped" and st["initialization"] == "ok"

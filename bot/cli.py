@@ -103,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             configure_logging(json_lines=False, level="WARNING", redactor=redactor)
             return asyncio.run(_check(settings))
         if command == "analyze":
-            configure_logging(json_lines=False, level="WARNING", redactor=redactor)
+            # stderr carries the one-line error of a failed run; retries and such only when debugging
+            level = "DEBUG" if settings.log_level.upper() == "DEBUG" else "ERROR"
+            configure_logging(json_lines=False, level=level, redactor=redactor)
             return asyncio.run(_analyze(settings, redactor, args))
         if command == "eval":
             configure_logging(json_lines=False, level="WARNING", redactor=redactor)

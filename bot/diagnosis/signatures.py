@@ -11,13 +11,22 @@ Matching semantics of one entry:
   `unless` regexes matches the same record text.
 - `all_of` / `any_of`: chain context that must also be present (every / at least one regex
   matches some record); the records found corroborate the match.
+- `none_of`: chain context that must be absent (e.g. "sent to GSE" with no answer at all).
 - `context`: optional corroborating lines; they add evidence and placeholder values.
 Regexes are compiled with `re.MULTILINE` (`$` ends a line, so stacks do not get in the way).
 
-Every regex that is run over the whole chain must contain a literal of at least
-`MIN_LITERAL_LEN` UTF-8 bytes outside groups (CJK text is selective, so bytes, not characters); it is extracted at load time and used as a substring
-pre-filter over one joined text of the chain, so matching stays linear in the number of records
-and the regexes only ever see the few candidate records.
+Speed (chains reach 100k lines): every regex run over the whole chain must contain a literal of
+at least `MIN_LITERAL_LEN` UTF-8 bytes outside non-literal groups (bytes: CJK text is selective).
+`literal_runs` extracts, at load time, every text a match must contain; the longest is searched
+for with `str.find` in one joined text of the chain (C speed, linear), the others are substring
+tests on those candidates, and only records passing both reach the regex. Matching is linear in
+the number of records. The ids of the step/job are taken from the decisive lines, else from the
+lines around them, else from `known` values the caller passes.
+
+Usage::
+
+    catalog = load_catalog()                       # once, at start-up
+    best = catalog.best(records, known={"step_instance_id": "20031265375"})
 """
 
 from __future__ import annotations
@@ -441,22 +450,29 @@ class AnyOf:
     """A required text with alternatives (`errorCode=104` | `errorCode=123`), tested cheaply."""
 
     alternatives: tuple[str, ...]
-    prefix: str  # common to all alternatives; found once, then each is compared in place
+    prefix: str  # common to all alternatives; found once, then the rest is looked up in a set
+    rests: frozenset[str]
+    rest_lengths: tuple[int, ...]
 
     @classmethod
     def of(cls, alternatives: tuple[str, ...]) -> AnyOf:
-        return cls(alternatives, _common_prefix(alternatives))
+        prefix = _common_prefix(alternatives)
+        rests = frozenset(a[len(prefix) :] for a in alternatives)
+        return cls(alternatives, prefix, rests, tuple(sorted({len(r) for r in rests})))
 
     def found_in(self, text: str) -> bool:
         if len(self.alternatives) == 1:
             return self.alternatives[0] in text
         if len(self.prefix) < 3:
             return any(a in text for a in self.alternatives)
+        plen = len(self.prefix)
         pos = text.find(self.prefix)
         while pos >= 0:
-            if any(text.startswith(a, pos) for a in self.alternatives):
-                return True
-            pos = text.find(self.prefix, pos + len(self.prefix))
+            start = pos + plen
+            for n in self.rest_lengths:
+                if text[start : start + n] in self.rests:
+                    return True
+            pos = text.find(self.prefix, start)
         return False
 
 
@@ -468,18 +484,30 @@ class CompiledPattern:
     filters: tuple[AnyOf, ...] = ()  # further required texts, checked before the regex runs
 
 
-def _compile(pattern: str, *, need_literal: bool) -> CompiledPattern:
+def _scan_literals(pattern: str) -> list[str]:
+    """Texts usable as the chain-wide scan for `pattern` (required, long enough), longest first."""
+    found = {
+        a for r in literal_runs(pattern) for a in _common_affixes(r) if len(a.encode()) >= MIN_LITERAL_LEN
+    }
+    return sorted(found, key=len, reverse=True)
+
+
+def _compile(pattern: str, *, need_literal: bool, prefer: Mapping[str, int] | None = None) -> CompiledPattern:
+    """Compile one regex with its pre-filter. `prefer` counts how many catalog regexes can use each
+    scan literal: a shared literal costs one scan of the chain for all of them."""
     try:
         regex = re.compile(pattern, _FLAGS)
     except re.error as exc:
         raise ValueError(f"invalid regex {pattern!r}: {exc}") from exc
     runs = literal_runs(pattern)
-    literal = max((a for r in runs for a in _common_affixes(r)), key=len, default="")
+    options = _scan_literals(pattern)
+    usage = prefer or {}
+    literal = max(options, key=lambda lit: (usage.get(lit, 0), len(lit)), default="")
     # longest (most specific) first, so later checks see few candidates
     filters = tuple(
         AnyOf.of(r) for r in sorted((r for r in runs if r != (literal,)), key=lambda r: -min(map(len, r)))
     )
-    if need_literal and len(literal.encode()) < MIN_LITERAL_LEN:
+    if need_literal and not literal:
         raise ValueError(
             f"regex {pattern!r} has no literal text of at least {MIN_LITERAL_LEN} bytes outside "
             "groups, needed as the pre-filter; quote more of the exact log text"
@@ -517,6 +545,7 @@ class SignatureSpec(BaseModel):
     unless: StrList = Field(default_factory=list)
     all_of: StrList = Field(default_factory=list)
     any_of: StrList = Field(default_factory=list)
+    none_of: StrList = Field(default_factory=list)
     context: StrList = Field(default_factory=list)
     defaults: dict[str, str] = Field(default_factory=dict)
     cause: str = Field(min_length=1)
@@ -527,7 +556,7 @@ class SignatureSpec(BaseModel):
     prevention: StrList = Field(min_length=1)
     missing_info_hint: StrList = Field(default_factory=list)
 
-    @field_validator("patterns", "all_of", "any_of", "context")
+    @field_validator("patterns", "all_of", "any_of", "none_of", "context")
     @classmethod
     def _scan_regexes(cls, value: list[str]) -> list[str]:
         for p in value:
@@ -564,6 +593,7 @@ class Signature:
     unless: tuple[CompiledPattern, ...]
     all_of: tuple[CompiledPattern, ...]
     any_of: tuple[CompiledPattern, ...]
+    none_of: tuple[CompiledPattern, ...]
     context: tuple[CompiledPattern, ...]
 
     @property
@@ -571,14 +601,18 @@ class Signature:
         return self.spec.id
 
     @classmethod
-    def build(cls, spec: SignatureSpec) -> Signature:
+    def build(cls, spec: SignatureSpec, prefer: Mapping[str, int] | None = None) -> Signature:
+        def scanned(sources: list[str]) -> tuple[CompiledPattern, ...]:
+            return tuple(_compile(p, need_literal=True, prefer=prefer) for p in sources)
+
         return cls(
             spec=spec,
-            patterns=tuple(_compile(p, need_literal=True) for p in spec.patterns),
+            patterns=scanned(spec.patterns),
             unless=tuple(_compile(p, need_literal=False) for p in spec.unless),
-            all_of=tuple(_compile(p, need_literal=True) for p in spec.all_of),
-            any_of=tuple(_compile(p, need_literal=True) for p in spec.any_of),
-            context=tuple(_compile(p, need_literal=True) for p in spec.context),
+            all_of=scanned(spec.all_of),
+            any_of=scanned(spec.any_of),
+            none_of=scanned(spec.none_of),
+            context=scanned(spec.context),
         )
 
 
@@ -731,6 +765,9 @@ def _match_one(sig: Signature, index: _ChainIndex, known: Mapping[str, str]) -> 
     if not hits:
         return None
 
+    for pat in sig.none_of:
+        if index.scan(pat):
+            return None
     corroborating: list[tuple[int, re.Match[str]]] = []
     for pat in sig.all_of:
         found = index.scan(pat)
@@ -871,7 +908,7 @@ def parse_catalog(data: Mapping[str, Any], source: str = "<catalog>") -> Catalog
     unknown_top = set(data) - {"signature"}
     if unknown_top:
         raise CatalogError(f"{source}: unknown top-level keys {sorted(unknown_top)}")
-    signatures: list[Signature] = []
+    specs: list[SignatureSpec] = []
     seen: set[str] = set()
     for n, entry in enumerate(entries, start=1):
         sid = entry.get("id") if isinstance(entry, dict) else None
@@ -901,8 +938,14 @@ def parse_catalog(data: Mapping[str, Any], source: str = "<catalog>") -> Catalog
                         f"{source}: {label}: field {fname!r}: unknown placeholder(s) {unknown} "
                         "(not a named group, default or derived value)"
                     )
-        signatures.append(Signature.build(spec))
-    return Catalog(tuple(signatures), source)
+        specs.append(spec)
+    # literals several regexes can scan for are preferred: each distinct one is a pass over the chain
+    usage: dict[str, int] = {}
+    for spec in specs:
+        for p in (*spec.patterns, *spec.all_of, *spec.any_of, *spec.none_of, *spec.context):
+            for lit in _scan_literals(p):
+                usage[lit] = usage.get(lit, 0) + 1
+    return Catalog(tuple(Signature.build(spec, usage) for spec in specs), source)
 
 
 def load_catalog(path: Path | None = None) -> Catalog:

@@ -1,4 +1,4 @@
-# ruff: noqa: E501  (log lines are kept verbatim)
+
 from __future__ import annotations
 
 import json

@@ -61,7 +61,9 @@ def chain(*lines: tuple[str, str] | tuple[str, str, str]) -> list[LogRecord]:
     return out
 
 
-def result_line(error_code: int, exit_code: int = 0, status: int = 5, agent: str = AGENT, msg: str = "") -> str:
+def result_line(
+    error_code: int, exit_code: int = 0, status: int = 5, agent: str = AGENT, msg: str = ""
+) -> str:
     return (
         f"[{GSE}]: Analyse execute object task result, result: ScriptExecuteObjectTaskResult[agentId={agent}, "
         f"atomicTaskId=0, status={status}, errorCode={error_code}, errorMsg='{msg}', startTime=1717038540000, "
@@ -81,7 +83,10 @@ STEP_START = ("INFO", f"Start step, stepInstanceId={S}")
 SENDING = ("INFO", f"[{GSE}] Sending task to gse server")
 STARTED = ("INFO", f"[{GSE}] Start gse task successfully, gseTaskId: GSETASK:20240530110900:1")
 FINISH_FAIL = ("INFO", f"Finish gse task, task:{GSE}, executeResult:2")
-REFRESH_FAIL = ("INFO", f"Refresh step according to gse task status, stepInstanceId: {S}, gseTaskStatus: FAIL, batch: 0")
+REFRESH_FAIL = (
+    "INFO",
+    f"Refresh step according to gse task status, stepInstanceId: {S}, gseTaskStatus: FAIL, batch: 0",
+)
 REFRESH_ABNORMAL = (
     "INFO",
     f"Refresh step according to gse task status, stepInstanceId: {S}, gseTaskStatus: ABNORMAL_STATE, batch: 0",
@@ -120,7 +125,9 @@ EXAMPLES: dict[str, Example] = {
         {"host_count": "2"},
     ),
     "execute_object_not_exist": Example(
-        chain(("WARN", "The following execute object are not exist, invalidExecuteObjects=[HOST:101, HOST:102]")),
+        chain(
+            ("WARN", "The following execute object are not exist, invalidExecuteObjects=[HOST:101, HOST:102]")
+        ),
         "parameter_check",
         "user",
         ("[HOST:101, HOST:102]", "1244030"),
@@ -150,7 +157,9 @@ EXAMPLES: dict[str, Example] = {
         ("alice", "1238001"),
     ),
     "running_job_quota_exceeded": Example(
-        chain(("WARN", "ResourceQuotaLimit-runningJob exceed resource scope quota limit, resourceScope: biz:2")),
+        chain(
+            ("WARN", "ResourceQuotaLimit-runningJob exceed resource scope quota limit, resourceScope: biz:2")
+        ),
         "parameter_check",
         "user",
         ("resource scope", "resourceScope: biz:2"),
@@ -165,7 +174,9 @@ EXAMPLES: dict[str, Example] = {
         chain(
             (
                 "INFO",
-                openapi_resp(1244023, "本地文件/2024/05/a.tar.gz在后台不存在，可能过期被定时清除(默认过期时间为7天)"),
+                openapi_resp(
+                    1244023, "本地文件/2024/05/a.tar.gz在后台不存在，可能过期被定时清除(默认过期时间为7天)"
+                ),
             )
         ),
         "parameter_check",
@@ -211,7 +222,10 @@ EXAMPLES: dict[str, Example] = {
             ("INFO", f"Begin to prepare source files for step, stepInstance: {S}"),
             ("WARN", f"[{S}_0]:File /localupload/2024/a.tar.gz not exists in project bkjob repo localupload"),
             ("WARN", f"[{S}_0]:LocalFilePrepareTask failed"),
-            ("INFO", f"Begin to dispatch job event, event: JobEvent[action=4, actionDesc=REFRESH, jobInstanceId={J}]"),
+            (
+                "INFO",
+                f"Begin to dispatch job event, event: JobEvent[action=4, actionDesc=REFRESH, jobInstanceId={J}]",
+            ),
         ),
         "initialization",
         "user",
@@ -274,7 +288,9 @@ EXAMPLES: dict[str, Example] = {
         (S, "com.tencent.bk.job.common.exception.ServiceException: null"),
     ),
     "job_event_error": Example(
-        chain(("ERROR", f"Handle job event error, jobInstanceId={J}", "java.lang.NullPointerException: null")),
+        chain(
+            ("ERROR", f"Handle job event error, jobInstanceId={J}", "java.lang.NullPointerException: null")
+        ),
         "initialization",
         "system",
         (J, "java.lang.NullPointerException: null"),
@@ -290,7 +306,10 @@ EXAMPLES: dict[str, Example] = {
         ("Script", S),
     ),
     "source_agent_empty": Example(
-        chain(STEP_START, ("WARN", "File gse task source agent is empty, can not execute! Set gse task status fail")),
+        chain(
+            STEP_START,
+            ("WARN", "File gse task source agent is empty, can not execute! Set gse task status fail"),
+        ),
         "dispatch",
         "environment",
         (S,),
@@ -336,6 +355,12 @@ EXAMPLES: dict[str, Example] = {
         "third_party",
         ("/api/v2/task/extensions/async_execute_script", S),
     ),
+    "dispatch_no_response": Example(
+        chain(STEP_START, SENDING, ("INFO", "Refresh task keepalive info start...")),
+        "dispatch",
+        "unknown",
+        (GSE,),
+    ),
     "gse_task_event_error": Example(
         chain(
             (
@@ -377,7 +402,7 @@ EXAMPLES: dict[str, Example] = {
     "os_user_password_wrong": Example(
         chain(STARTED, ("INFO", result_line(1326)), FINISH_FAIL, REFRESH_FAIL),
         "execution",
-        "user",
+        "environment",
         (AGENT, "1326", "312"),
         {"host_status_zh": "用户密码不正确"},
     ),
@@ -433,7 +458,11 @@ EXAMPLES: dict[str, Example] = {
         {"host_status_zh": "脚本执行超时"},
     ),
     "task_execution_timeout": Example(
-        chain(STARTED, ("WARN", f"[{GSE}]: Task execution timeout! runDuration: 3900123ms, timeout: 3600s"), REFRESH_FAIL),
+        chain(
+            STARTED,
+            ("WARN", f"[{GSE}]: Task execution timeout! runDuration: 3900123ms, timeout: 3600s"),
+            REFRESH_FAIL,
+        ),
         "execution",
         "user",
         ("3900", "3600"),
@@ -487,7 +516,13 @@ EXAMPLES: dict[str, Example] = {
         ("/api/v2/task/extensions/get_execute_script_result", "BkOpenApiException"),
     ),
     "result_analyse_error": Example(
-        chain(("ERROR", f"[{GSE}]: analyse gse task result error.", "java.lang.IllegalStateException: bad result")),
+        chain(
+            (
+                "ERROR",
+                f"[{GSE}]: analyse gse task result error.",
+                "java.lang.IllegalStateException: bad result",
+            )
+        ),
         "result_polling",
         "system",
         ("java.lang.IllegalStateException: bad result",),

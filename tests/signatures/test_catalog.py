@@ -122,3 +122,14 @@ def test_positive_example(catalog: Catalog, sig_id: str) -> None:
     # the example is about this failure: it is the most decisive match on its own chain
     best = catalog.best(example.records)
     assert best is not None and best.id == sig_id, f"best for {sig_id} was {best and best.id}"
+
+
+def test_prefilter_never_hides_a_match(catalog: Catalog) -> None:
+    # every text a regex matches contains the literal and filters the matcher scans for first
+    texts = [r.message + ("\n" + r.stack if r.stack else "") for ex in EXAMPLES.values() for r in ex.records]
+    for sig in catalog.signatures:
+        for pat in (*sig.patterns, *sig.all_of, *sig.any_of, *sig.context, *sig.unless):
+            for text in texts:
+                if pat.regex.search(text):
+                    assert pat.literal in text, (sig.id, pat.source)
+                    assert all(f.found_in(text) for f in pat.filters), (sig.id, pat.source)

@@ -129,6 +129,10 @@ class StreamQueue(Generic[T]):
             out.append(self._decode(entry_id, fields, deliveries=2))
         return out
 
+    async def touch(self, consumer: str, entry_id: str) -> None:
+        """Reset the entry's idle time: it is still being worked on, so nobody may reclaim it."""
+        await self.store.redis.xclaim(self.stream, GROUP, consumer, 0, [entry_id], justid=True)
+
     async def ack(self, entry_id: str) -> None:
         pipe = self.store.redis.pipeline(transaction=True)
         pipe.xack(self.stream, GROUP, entry_id)

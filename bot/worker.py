@@ -52,7 +52,18 @@ class _Loop(Generic[T]):
     async def process(self, entry: Entry[T]) -> None:
         raise NotImplementedError
 
+    async def _heartbeat(self, entry_id: str) -> None:
+        # Long analyses outlive claim_idle_s: keep the entry ours so no other replica runs it too.
+        interval = max(0.2, self.claim_idle_ms / 3000)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.queue.touch(self.consumer, entry_id)
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat_failed", entry=entry_id, error=type(exc).__name__)
+
     async def _run_one(self, entry: Entry[T]) -> None:
+        beat = asyncio.create_task(self._heartbeat(entry.id), name=f"heartbeat:{entry.id}")
         try:
             await self.process(entry)
         except asyncio.CancelledError:
@@ -60,6 +71,8 @@ class _Loop(Generic[T]):
         except Exception as exc:  # an entry must never kill the loop; it stays pending for reclaim
             log.error("entry_failed", loop=self.name, entry=entry.id, error=repr(exc)[:300])
         finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
             self.sem.release()
 
     async def run(self) -> None:

@@ -88,3 +88,16 @@ async def test_outbox_send_once_and_recover_stale(store: Store) -> None:
     assert await ob.begin("job1", 1, now_ms=9_000) == "send"
     await ob.abort("job1", 1)
     assert await ob.begin("job1", 1, now_ms=9_100) == "send"
+
+
+async def test_touched_entry_is_not_reclaimed(store: Store) -> None:
+    inbox = Inbox(store)
+    await inbox.ensure_group()
+    await inbox.accept("fp", _msg(), window_s=5)
+    [entry] = await inbox.read("busy-worker", count=1, block_ms=10)
+    for _ in range(3):  # a long analysis keeps its entry alive
+        await asyncio.sleep(0.04)
+        await inbox.touch("busy-worker", entry.id)
+        assert await inbox.reclaim("other", min_idle_ms=30) == []
+    await asyncio.sleep(0.06)  # the worker died: no more heartbeats
+    assert [e.id for e in await inbox.reclaim("other", min_idle_ms=30)] == [entry.id]

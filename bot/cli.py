@@ -139,7 +139,7 @@ def _serve(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, 
 
 async def _run(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, mode: str) -> None:
     from bot.app import create_app
-    from bot.components import app_components
+    from bot.components import app_components, attach_samples
     from bot.server import run_server
 
     box = None
@@ -154,12 +154,7 @@ async def _run(settings: Settings, redactor: Redactor, args: argparse.Namespace,
     port = args.port if args.port is not None else settings.http.port
     settings = settings.model_copy(update={"http": settings.http.model_copy(update={"host": host})})
     app = create_app(settings, mode=mode, components=app_components(), redactor=redactor)
-    try:
-        from bot.channels.console.routes import SAMPLE_IDS
-
-        app[SAMPLE_IDS] = samples
-    except ImportError:
-        pass
+    attach_samples(app, samples)
 
     async def started(bound: int) -> None:
         if mode == "demo":

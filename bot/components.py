@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from aiohttp import web
+
 from bot.app import Component
 from bot.channels.worktool.channel import setup_worktool
 from bot.runtime import setup_runtime
@@ -27,3 +29,12 @@ def app_components() -> list[Component]:
         setup_runtime,
     ]
     return [c for c in comps if c is not None]
+
+
+def attach_samples(app: web.Application, samples: list[dict[str, object]]) -> None:
+    """Sample ids the console shows as chips (demo)."""
+    try:
+        key = importlib.import_module("bot.channels.console.routes").SAMPLE_IDS
+    except (ImportError, AttributeError):
+        return
+    app[key] = samples

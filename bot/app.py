@@ -66,7 +66,14 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
-    # Runs after every later context has stopped its loops: whatever is left gets the grace period.
+    # Final safety net (normally a no-op: _drain_ctx has drained already).
+    await app[K.TASKS].drain(0)
+
+
+async def _drain_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    # Runs after the components have stopped their loops and before the store and the HTTP
+    # session close: background work gets the grace period while its resources still exist.
     await app[K.TASKS].drain(app[K.SETTINGS].http.shutdown_grace_s)
 
 
@@ -106,6 +113,7 @@ def create_app(
     app.cleanup_ctx.append(_tasks_ctx)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_drain_ctx)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)

@@ -12,6 +12,7 @@ after `claim_idle_s` with XAUTOCLAIM.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -106,9 +107,15 @@ class StreamQueue(Generic[T]):
         return str(await self.store.redis.xadd(self.stream, {"p": item.model_dump_json()}))
 
     async def read(self, consumer: str, *, count: int = 10, block_ms: int = 1000) -> list[Entry[T]]:
-        resp: Any = await self.store.redis.xreadgroup(
-            GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
-        )
+        if self.store.embedded:
+            # fakeredis does not survive the cancellation of a blocking XREADGROUP: poll instead.
+            resp: Any = await self.store.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+            if not resp:
+                await asyncio.sleep(min(block_ms, 100) / 1000)
+        else:
+            resp = await self.store.redis.xreadgroup(
+                GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms
+            )
         out: list[Entry[T]] = []
         for _stream, entries in resp or []:
             for entry_id, fields in entries:

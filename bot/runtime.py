@@ -26,7 +26,7 @@ from bot.outbox import Outbox
 from bot.queue import Inbox, JobQueue
 from bot.render import render_markdown, render_text, report_header
 from bot.reports import ReportStore
-from bot.worker import InboxConsumer, JobWorker
+from bot.worker import InboxConsumer, JobWorker, raise_if_cancelling
 from handlers import knowledge
 from handlers.router import Router
 
@@ -161,6 +161,7 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _queue_gauge(app: web.Application) -> None:
     while True:
+        raise_if_cancelling()
         try:
             app[K.METRICS].queue_depth.set(await app[JOBS].depth())
         except Exception as exc:  # a metrics poll must never die

@@ -34,6 +34,17 @@ DeliverFailure = Callable[[Requester, AnalysisJob, str], Awaitable[None]]
 HandleMessage = Callable[[IncomingMessage], Awaitable[object]]
 
 
+def raise_if_cancelling() -> None:
+    """Honour a cancel request a library swallowed.
+
+    Python 3.11's `asyncio.wait_for` (redis-py wraps every command in it) can lose a cancellation
+    that races a command finishing; a loop that then carries on never stops and shutdown hangs.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -79,6 +90,7 @@ class _Loop(Generic[T]):
         backoff = 0.5
         last_reclaim = 0.0
         while True:
+            raise_if_cancelling()
             try:
                 await self.queue.ensure_group()
                 entries: list[Entry[T]] = []

@@ -107,11 +107,11 @@ def test_serve_answers_and_stops_on_sigterm() -> None:
         assert b'"ok"' in _wait_http(f"http://127.0.0.1:{port}/healthz")
         assert b"job_doctor_" in _wait_http(f"http://127.0.0.1:{port}/metrics")
         proc.send_signal(signal.SIGTERM)
-        rc = proc.wait(timeout=15)
+        rc = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    _out, err = proc.communicate()
+        _out, err = proc.communicate()
     assert rc == 0
     assert "Traceback" not in err
     assert "stopped" in err
@@ -128,9 +128,10 @@ def test_demo_starts_with_embedded_store() -> None:
         body = _wait_http(f"http://127.0.0.1:{port}/readyz")
         assert b'"embedded store' in body
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=15)
+        rc = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    out, _err = proc.communicate()
+        out, _err = proc.communicate()
+    assert rc == 0
     assert f"http://127.0.0.1:{port}/console" in out

@@ -1,0 +1,119 @@
+"""The console page in headless Chromium against the real app on a local port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from bot.channels.console import SAMPLE_IDS
+
+from .helpers import REPORT_HEADER, STEP_ID, console_app, console_settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _require_browser() -> Any:
+    """The playwright module, or skip (fail under CI=true) with the reason."""
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} is missing")
+    async_api: Any = None
+    try:
+        from playwright import async_api
+    except ImportError:
+        missing.append("the playwright package is not installed")
+    if missing:
+        reason = "browser test needs Chromium and Playwright: " + "; ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return async_api
+
+
+@pytest.mark.browser
+async def test_console_page_end_to_end() -> None:
+    pw_api = _require_browser()
+    app = console_app(console_settings())
+    app[SAMPLE_IDS] = [STEP_ID]
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    errors: list[str] = []
+    try:
+        async with pw_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1440, "height": 960})
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(str(server.make_url("/console")))
+                await page.wait_for_selector("#conn.conn-ok", timeout=20_000)
+                await page.fill("#user", "张三")
+                await page.press("#user", "Enter")
+
+                # A failure without an id: the bot asks for it.
+                await page.fill("#input", "@job-doctor 帮我看看这个任务为什么失败")
+                await page.press("#input", "Enter")
+                question = page.locator(".msg-bot.kind-question").first
+                await question.wait_for(timeout=10_000)
+                assert "stepInstanceId" in await question.inner_text()
+                assert await question.locator(".badge").inner_text() == "追问"
+
+                # The sample chip fills the input; sending it brings the report.
+                await page.click(f".chip:has-text('{STEP_ID}')")
+                assert await page.input_value("#input") == f"@job-doctor {STEP_ID}"
+                await page.click("#send")
+                report = page.locator(".msg-bot.kind-report").first
+                await report.wait_for(timeout=15_000)
+                assert REPORT_HEADER in await report.locator(".report-title").inner_text()
+                headings = await report.locator("h3").all_inner_texts()
+                for heading in ("问题概述", "根因分析", "解决方案"):
+                    assert heading in headings
+                # log lines: monospaced blocks, their markup shown as text
+                log_line = await report.locator("pre.code").first.inner_text()
+                assert "<script>window.__pwned=1</script> **not bold**" in log_line
+                assert await report.locator("a[href^='javascript']").count() == 0
+
+                # A message with markup is shown as text and runs nothing.
+                hostile = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2> 这是什么"
+                await page.fill("#input", hostile)
+                await page.press("#input", "Enter")
+                echo = page.locator(".messages .msg-user:not(.pending)").filter(has_text="window.__pwned")
+                await echo.first.wait_for(timeout=10_000)
+                assert hostile in await echo.first.inner_text()
+                assert await page.evaluate("typeof window.__pwned") == "undefined"
+                assert await page.locator("#messages script, #messages img").count() == 0
+
+                # The recent-analyses panel picks the analysis up.
+                card = page.locator(".recent-list .card").first
+                await card.wait_for(timeout=10_000)
+                assert "执行" in await card.inner_text()
+                await card.locator("summary").click()
+                assert await card.locator(".tl").count() == 2
+
+                await page.locator("#scroller").evaluate("el => { el.scrollTop = 0; }")
+                shot_dir = REPO / "test-artifacts"
+                shot_dir.mkdir(exist_ok=True)
+                shot = shot_dir / "console.png"
+                await page.screenshot(path=str(shot))
+                (REPO / "docs").mkdir(exist_ok=True)
+                shutil.copyfile(shot, REPO / "docs" / "console.png")
+                assert errors == []
+            finally:
+                await browser.close()
+    finally:
+        await server.close()

@@ -63,9 +63,21 @@ def _job_of(sc: Scenario) -> FakeJobInstance | None:
     )
 
 
-def sample_ids(scenarios: list[Scenario]) -> list[dict[str, Any]]:
-    out = []
+def sample_ids(scenarios: list[Scenario], limit: int = 8) -> list[dict[str, Any]]:
+    """A few sample ids to try, one per stage first (the console shows them as chips)."""
+    picked: list[Scenario] = []
+    stages: set[str] = set()
     for sc in scenarios:
+        if sc.expected.stage not in stages and not sc.name.startswith("holdout_"):
+            stages.add(sc.expected.stage)
+            picked.append(sc)
+    for sc in scenarios:
+        if len(picked) >= limit:
+            break
+        if sc not in picked and not sc.name.startswith("holdout_"):
+            picked.append(sc)
+    out = []
+    for sc in picked[:limit]:
         exp = sc.expected
         if exp.start_request_id:
             out.append({"id": exp.start_request_id, "label": sc.name, "kind": "request"})

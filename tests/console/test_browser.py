@@ -108,6 +108,61 @@ async def test_console_page_end_to_end() -> None:
                 await page.locator("#scroller").evaluate("el => { el.scrollTop = 0; }")
                 shot_dir = REPO / "test-artifacts"
                 shot_dir.mkdir(exist_ok=True)
+                await page.screenshot(path=str(shot_dir / "console-markup.png"))
+                assert errors == []
+            finally:
+                await browser.close()
+    finally:
+        await server.close()
+
+
+@pytest.mark.browser
+async def test_demo_console_with_the_real_pipeline() -> None:
+    """`job-doctor demo` as a user sees it: sandbox BkLog/BK-JOB/GSE, real pipeline, console."""
+    pw_api = _require_browser()
+    from bot.app import create_app
+    from bot.components import app_components, attach_samples
+    from bot.demo import demo_settings, start_sandbox
+    from bot.settings import Settings
+
+    box = await start_sandbox()
+    settings = demo_settings(Settings(http={"host": "127.0.0.1"}), box)
+    app = create_app(settings, mode="demo", components=app_components())
+    attach_samples(app, box.samples)
+    step = next(s["id"] for s in box.samples if s["label"] == "agent_offline_117")
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    errors: list[str] = []
+    try:
+        async with pw_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1440, "height": 1000})
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(str(server.make_url("/console")))
+                await page.wait_for_selector("#conn.conn-ok", timeout=20_000)
+                await page.fill("#user", "张三")
+                await page.press("#user", "Enter")
+                await page.fill("#input", "@job-doctor 帮我看看这个任务为什么失败")
+                await page.press("#input", "Enter")
+                await page.locator(".msg-bot.kind-question").first.wait_for(timeout=15_000)
+                await page.fill("#input", str(step))  # the follow-up needs no @
+                await page.press("#input", "Enter")
+                report = page.locator(".msg-bot.kind-report").first
+                await report.wait_for(timeout=30_000)
+                title = await report.locator(".report-title").inner_text()
+                assert f"【job-doctor 诊断报告】stepInstanceId={step}" in title
+                headings = await report.locator("h3").all_inner_texts()
+                for heading in ("问题概述", "根因分析", "解决方案", "预防措施"):
+                    assert heading in headings
+                body = await report.inner_text()
+                assert "errorCode=117" in body  # the decisive line, quoted from the sandbox BkLog
+                await page.locator(".recent-list .card").first.wait_for(timeout=15_000)
+                await page.locator(".recent-list .card summary").first.click()
+                await page.wait_for_timeout(300)
+                await report.evaluate("el => el.scrollIntoView({block: 'start'})")
+                shot_dir = REPO / "test-artifacts"
+                shot_dir.mkdir(exist_ok=True)
                 shot = shot_dir / "console.png"
                 await page.screenshot(path=str(shot))
                 (REPO / "docs").mkdir(exist_ok=True)
@@ -117,3 +172,4 @@ async def test_console_page_end_to_end() -> None:
                 await browser.close()
     finally:
         await server.close()
+        await box.close()

@@ -110,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "eval":
             configure_logging(json_lines=False, level="WARNING", redactor=redactor)
             return asyncio.run(_eval(args))
+        if command == "digest":
+            configure_logging(json_lines=False, level="WARNING", redactor=redactor)
+            from bot.digest.cli import run_digest_command
+
+            return asyncio.run(run_digest_command(settings, dry_run=args.dry_run, as_json=args.json))
         if command == "cases":
             configure_logging(json_lines=False, level="WARNING", redactor=redactor)
             return asyncio.run(_cases_export(settings, args))

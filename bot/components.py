@@ -27,6 +27,8 @@ def app_components() -> list[Component]:
         _optional("bot.channels.console.routes", "setup_console"),
         setup_pipeline,
         setup_runtime,
+        # after the runtime: WorkTool digest targets go out through its delivery service
+        _optional("bot.digest.schedule", "setup_digest"),
     ]
     return [c for c in comps if c is not None]
 

@@ -12,12 +12,17 @@ from bot.channels.base import ChannelRegistry, SendError, SendUnknown
 from bot.metrics import Metrics
 from bot.models import Reply
 from bot.outbox import Outbox
+from bot.redact import Redactor
 
 log = structlog.get_logger(__name__)
 
 
 class DeliveryFailed(Exception):
     pass
+
+
+class DeliveryBusy(DeliveryFailed):
+    """A part is marked as being sent by someone else: not known to be delivered, try again later."""
 
 
 def delivery_key(*parts: object) -> str:
@@ -34,7 +39,9 @@ class Delivery:
         retries: int = 3,
         backoff_s: float = 1.0,
         unknown_recheck_s: float = 2.0,
+        redactor: Redactor | None = None,
     ) -> None:
+        self.redactor = redactor or Redactor()
         self.channels = channels
         self.outbox = outbox
         self.metrics = metrics
@@ -48,12 +55,17 @@ class Delivery:
         if channel is None:
             log.warning("no_such_channel", channel=reply.target.channel)
             return 0
-        parts = reply.parts or channel.render(reply)
+        # Last line of defence: no secret quoted from a log line ever reaches a chat.
+        parts = [self.redactor(p) for p in (reply.parts or channel.render(reply))]
         sent = 0
         for index, part in enumerate(parts):
             state = await self.outbox.begin(key, index)
-            if state in ("skip", "busy"):
+            if state == "skip":
                 continue
+            if state == "busy":
+                # Never count it as delivered (its sender may have died mid-send); later parts wait so
+                # the order holds. The caller keeps the work pending and retries.
+                raise DeliveryBusy(f"part {index + 1} is being sent elsewhere")
             since_ms = int(time.time() * 1000) - 3_600_000
             if state == "recover":
                 seen = await channel.already_sent(reply.target, part, since_ms=since_ms)

@@ -37,9 +37,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # key=value / "key": "value" style secrets
     (
         re.compile(
-            r"(?i)(\"?\b(?:password|passwd|pwd|app_?secret|bk_app_secret|secret_?key|secret|api_?key|access_?token|"
-            r"bk_token|token|encoding_?aes_?key|aes_?key|private_?key|credential)s?\b\"?\s*[:=]\s*)"
-            r"(\"[^\"]*\"|'[^']*'|[^\s,;&|}\])]+)"
+            r"(?i)(\\?\"?\b(?:password|passwd|pwd|app_?secret|bk_app_secret|secret_?key|secret|api_?key|access_?token|"
+            r"bk_token|token|encoding_?aes_?key|aes_?key|private_?key|credential)s?\b\\?\"?\s*[:=]\s*)"
+            # the value: quoted, escaped-quoted (JSON inside a logged string) or a bare word
+            r"(\\\"(?:[^\\]|\\(?!\"))*\\\"|\"[^\"]*\"|'[^']*'|[^\s,;&|}\])]+)"
         ),
         r"\1" + MASK,
     ),

@@ -70,7 +70,10 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store, metrics, tasks = app[K.SETTINGS], app[K.STORE], app[K.METRICS], app[K.TASKS]
     inbox, jobs = Inbox(store), JobQueue(store)
     reports = ReportStore(store, fresh_s=settings.chat.report_cache_s)
-    delivery = Delivery(app[CHANNELS], Outbox(store), metrics)
+    # Entries are reclaimed only after their owner stopped heartbeating for claim_idle_s, so a part
+    # still marked "sending" by then belongs to a dead process: recover it (history, then resend).
+    outbox = Outbox(store, stale_after_s=min(60.0, settings.worker.claim_idle_s / 2))
+    delivery = Delivery(app[CHANNELS], outbox, metrics, redactor=app[K.REDACTOR])
     app[INBOX], app[JOBS], app[REPORTS], app[DELIVERY] = inbox, jobs, reports, delivery
 
     async def send_report(requester: Requester, key: str, salt: str) -> None:

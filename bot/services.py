@@ -95,28 +95,35 @@ def setup_pipeline(app: web.Application) -> None:
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     from bot import appkeys as K
-    from bot.diagnosis.model import make_model_step, metrics_observer
+    from bot.diagnosis.model import (
+        budget_key_of,
+        budget_scope,
+        make_model_step,
+        metrics_observer,
+        scrub_report,
+    )
     from bot.ids import IdRef
     from bot.llm.budget import TokenBudget
     from bot.llm.client import LlmClient
     from bot.llm.diagnose import answer_question
     from bot.llm.prompts import PromptLibrary
     from bot.llm.scrub import Scrubber
-    from bot.models import IncomingMessage
+    from bot.models import AnalysisJob, DiagnosisReport, IncomingMessage
     from bot.runtime import ANALYZE, MODEL_ANSWER, RESOLVE_TASK
     from handlers.knowledge import knowledge_snippet
 
     settings, session, metrics = app[K.SETTINGS], app[K.HTTP], app[K.METRICS]
+    scrubber = Scrubber(settings.secret_values())
     llm: LlmClient | None = None
     model_step: ModelStep | None = None
+    budget: TokenBudget | None = None
     if settings.llm.enabled:
         llm = LlmClient.from_settings(settings.llm, observer=metrics_observer(metrics))
         prompts = PromptLibrary()
-        scrubber = Scrubber(settings.secret_values())
         store = app[K.STORE]
         budget = TokenBudget(
             store.redis,
-            prefix=store.key("llm-budget"),
+            prefix=store.prefix,  # keys: <prefix>llm:tokens:<day>[:chat:<chat>]
             daily_limit=settings.llm.daily_token_budget,
             chat_daily_limit=settings.llm.group_daily_token_budget,
             time_zone=settings.digest.time_zone,
@@ -134,14 +141,32 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         )
         client = llm
 
-        async def model_answer(_msg: IncomingMessage, question: str) -> str | None:
+        qa_budget = budget
+
+        async def model_answer(msg: IncomingMessage, question: str) -> str | None:
             return await answer_question(
-                client, prompts, question, knowledge_snippet(), settings.llm.timeout_s, scrubber=scrubber
+                client,
+                prompts,
+                question,
+                knowledge_snippet(),
+                settings.llm.timeout_s,
+                scrubber=scrubber,
+                budget=qa_budget,
+                budget_key=f"{msg.channel}:{msg.chat_id}",
             )
 
         app[MODEL_ANSWER] = model_answer
     analyzer = build_analyzer(settings, session, metrics=metrics, model_step=model_step)
-    app[ANALYZE] = analyzer.analyze_job
+
+    async def analyze(job: AnalysisJob) -> DiagnosisReport:
+        # The model's tokens are charged to the asking chat's daily budget (and the bot's).
+        with budget_scope(budget_key_of(job)):
+            report = await analyzer.analyze_job(job)
+        # Reports go to chats as they are (delivery does not redact): no credential from a log line
+        # may ride along, with or without a model.
+        return scrub_report(report, scrubber)
+
+    app[ANALYZE] = analyze
     bkjob = analyzer.bkjob
     if bkjob is not None:
         jobclient = bkjob

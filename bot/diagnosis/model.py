@@ -3,7 +3,9 @@ candidate, bounded read-only tools, verified quotes; falls back to the rules (ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 
 import structlog
@@ -21,7 +23,7 @@ from bot.llm.diagnose import llm_diagnose
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber
 from bot.metrics import Metrics
-from bot.models import DiagnosisReport
+from bot.models import AnalysisJob, DiagnosisReport
 from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -33,6 +35,29 @@ FALLBACK_NOTICE = {
     "fallback_invalid": "模型输出无法校验，以下为规则库诊断。",
     "budget_exhausted": BUDGET_NOTICE,
 }
+
+
+# The chat whose token budget an analysis spends. The model step's signature carries no chat (the
+# analyzer is chat-agnostic), so the caller that knows the job scopes it around `analyze`.
+_BUDGET_CHAT: ContextVar[str] = ContextVar("job_doctor_llm_budget_chat", default="global")
+
+
+def budget_key_of(job: AnalysisJob) -> str:
+    """The per-chat budget key of a job: the chat of its first requester ("global" without one)."""
+    if not job.requesters:
+        return "global"
+    target = job.requesters[0].target
+    return f"{target.channel}:{target.chat_id}"
+
+
+@contextmanager
+def budget_scope(chat_key: str) -> Iterator[None]:
+    """Model calls made inside (in this task) are charged to `chat_key`'s daily budget."""
+    token = _BUDGET_CHAT.set(chat_key or "global")
+    try:
+        yield
+    finally:
+        _BUDGET_CHAT.reset(token)
 
 
 class PipelineTools:
@@ -87,6 +112,12 @@ class PipelineTools:
         )
 
 
+def scrub_report(report: DiagnosisReport, scrubber: Scrubber) -> DiagnosisReport:
+    """The report with every credential masked, in every field (rule timeline notes and evidence
+    quote raw log lines too); what is not a secret is left exactly as logged."""
+    return DiagnosisReport.model_validate(scrubber.obj(report.model_dump()))
+
+
 def metrics_observer(metrics: Metrics) -> CallObserver:
     def observe(event: CallEvent) -> None:
         metrics.llm_calls.labels(event.outcome).inc()
@@ -134,14 +165,14 @@ def make_model_step(
             max_tool_rounds=cfg.max_tool_rounds,
             prompt_max_chars=cfg.prompt_max_chars,
             budget=budget,
-            budget_key="global",
+            budget_key=_BUDGET_CHAT.get(),
         )
         log.info("model_step", outcome=result.outcome, calls=result.calls, tokens=result.tokens)
         if result.report is not None:
-            return result.report
+            return scrub_report(result.report, scrubber)
         if metrics is not None:
             metrics.llm_fallbacks.labels(result.outcome).inc()
         notice = FALLBACK_NOTICE.get(result.outcome, "模型不可用，以下为规则库诊断。")
-        return candidate.model_copy(update={"notices": [*candidate.notices, notice]})
+        return scrub_report(candidate.model_copy(update={"notices": [*candidate.notices, notice]}), scrubber)
 
     return step

@@ -466,14 +466,34 @@ async def answer_question(
     deadline_s: float,
     *,
     scrubber: Scrubber | None = None,
+    budget: TokenBudget | None = None,
+    budget_key: str = "",
 ) -> str | None:
-    """A private-chat answer grounded in `knowledge`; None means: fall back (no model answer)."""
+    """A private-chat answer grounded in `knowledge`; None means: fall back (no model answer).
+
+    With a `budget`, a spent budget (bot or chat) means no call, and the call's tokens are charged.
+    """
     scrub = scrubber or Scrubber()
     messages = [
         {"role": "system", "content": prompts.system("chat")},
         {"role": "user", "content": prompts.qa(question=question, knowledge=knowledge)},
     ]
-    return await _one_text_call(client, scrub, messages, deadline_s, "qa")
+    if budget is None:
+        return await _one_text_call(client, scrub, messages, deadline_s, "qa")
+    try:
+        if not await budget.check(budget_key):
+            log.info("llm_qa_budget_exhausted")
+            return None
+    except Exception:  # advisory, as for diagnoses
+        log.warning("llm_budget_check_failed", exc_info=True)
+    usage = Usage()
+    try:
+        return await _one_text_call(client, scrub, messages, deadline_s, "qa", usage=usage)
+    finally:
+        try:
+            await budget.add(budget_key, usage.total_tokens)
+        except Exception:
+            log.warning("llm_budget_add_failed", exc_info=True)
 
 
 async def summarize_digest(
@@ -502,7 +522,13 @@ async def summarize_digest(
 
 
 async def _one_text_call(
-    client: LlmClient, scrubber: Scrubber, messages: list[dict[str, Any]], deadline_s: float, purpose: str
+    client: LlmClient,
+    scrubber: Scrubber,
+    messages: list[dict[str, Any]],
+    deadline_s: float,
+    purpose: str,
+    *,
+    usage: Usage | None = None,
 ) -> str | None:
     loop = asyncio.get_running_loop()
     payload = scrubber.messages(messages)
@@ -510,7 +536,7 @@ async def _one_text_call(
         scrubber.assert_clean(payload)
         async with asyncio.timeout(deadline_s):
             completion = await client.chat(
-                payload, deadline=loop.time() + deadline_s, temperature=0.3, purpose=purpose
+                payload, deadline=loop.time() + deadline_s, temperature=0.3, purpose=purpose, usage=usage
             )
     except (TimeoutError, LlmError, SecretLeak) as exc:
         log.info("llm_text_call_fallback", purpose=purpose, error=type(exc).__name__)

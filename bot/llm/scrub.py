@@ -22,6 +22,7 @@ _KEYS = (
 )
 # \"key\":\"value\" (one or more backslashes before each quote)
 _ESCAPED_JSON = re.compile(rf'(?i)(\\+"(?:{_KEYS})s?\\+"\s*:\s*\\+")(.*?)(\\+")')
+_MAX_PASSES = 4
 
 
 class SecretLeak(RuntimeError):
@@ -36,10 +37,18 @@ class Scrubber:
         self._redactor = redactor if redactor is not None else Redactor(self._secrets)
 
     def text(self, text: str) -> str:
-        if not text:
-            return text
-        text = _ESCAPED_JSON.sub(lambda m: m.group(1) + MASK + m.group(3), text)
-        return self._redactor.redact(text)
+        """Masked `text`. Idempotent: the prompt is scrubbed more than once on its way out (rendering,
+        then the whole request), and quotes are verified against lines scrubbed once, so both must
+        agree (one pass of the patterns is not a fixed point, e.g. `X-Bkapi-Authorization: ******,`
+        loses its comma to a second pass)."""
+        for _ in range(_MAX_PASSES):
+            if not text:
+                return text
+            once = self._redactor.redact(_ESCAPED_JSON.sub(lambda m: m.group(1) + MASK + m.group(3), text))
+            if once == text:
+                break
+            text = once
+        return text
 
     def obj(self, obj: Any) -> Any:
         """Recursively scrub the strings of a JSON-like structure (messages, tool arguments)."""

@@ -42,3 +42,11 @@ def test_console_output_is_readable_and_redacted() -> None:
     assert "something" in out
     assert "hunter22" not in out and "another-secret-xyz" not in out
     assert not out.lstrip().startswith("{")
+
+
+def test_redactor_masks_escaped_json_and_keeps_the_rest() -> None:
+    r = Redactor(["configured-0123"])
+    line = 'reqStr={\\"bk_app_secret\\":\\"abc123\\",\\"stepInstanceId\\":20031265375} configured-0123 exitCode=1'
+    out = r(line)
+    assert "abc123" not in out and "configured-0123" not in out
+    assert "stepInstanceId" in out and "20031265375" in out and "exitCode=1" in out

@@ -76,18 +76,15 @@ class ConversationService:
         self._answer = answer
         self._send_report = send_report
         self._resolve_task = resolve_task
-        self._said: dict[str, int] = {}
 
     # ---- replies
 
     async def say(
         self, msg: IncomingMessage, text: str, *, kind: ReplyKind = "answer", markdown: str = ""
     ) -> None:
-        base = turn_key(msg)
-        n = self._said.get(base, 0)
-        self._said[base] = n + 1
-        if len(self._said) > 10_000:
-            self._said.clear()
+        # Keyed by the message and what is said (not by a counter): re-processing the same inbox
+        # entry after a crash re-uses the same outbox keys, so nothing goes out twice.
+        key = delivery_key(turn_key(msg), kind, text)
         reply = Reply(
             target=ChatTarget.of(msg),
             kind=kind,
@@ -96,7 +93,7 @@ class ConversationService:
             markdown=markdown or text,
         )
         try:
-            await self.delivery.send(reply, delivery_key(base, n))
+            await self.delivery.send(reply, key)
         except DeliveryFailed as exc:
             log.error("reply_not_delivered", error=str(exc))
 

@@ -141,7 +141,7 @@ class ConsoleSettings(_Section):
 class ChatSettings(_Section):
     progress_after_s: float = Field(default=2.0, ge=0)
     ask_ttl_s: float = Field(default=600.0, gt=0)
-    dedup_window_s: float = Field(default=60.0, gt=0)
+    dedup_window_s: float = Field(default=20.0, gt=0)
     max_ids_per_message: int = Field(default=3, ge=1)
     report_cache_s: float = Field(default=300.0, ge=0)
     allowed_groups: list[str] = Field(default_factory=list)  # empty = all

@@ -89,10 +89,13 @@ class _Loop(Generic[T]):
     async def run(self) -> None:
         backoff = 0.5
         last_reclaim = 0.0
+        grouped = False  # (re)create the consumer group once, and again only after an error
         while True:
             raise_if_cancelling()
             try:
-                await self.queue.ensure_group()
+                if not grouped:
+                    await self.queue.ensure_group()
+                    grouped = True
                 entries: list[Entry[T]] = []
                 if time.monotonic() - last_reclaim > max(1.0, self.claim_idle_ms / 4000):
                     entries = await self.queue.reclaim(self.consumer, min_idle_ms=self.claim_idle_ms)
@@ -102,6 +105,7 @@ class _Loop(Generic[T]):
                     entries = await self.queue.read(self.consumer, count=free, block_ms=500)
                 backoff = 0.5
             except (RedisError, OSError) as exc:
+                grouped = False  # e.g. NOGROUP after the stream was deleted
                 log.warning("queue_unreachable", loop=self.name, error=type(exc).__name__, retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 15.0)

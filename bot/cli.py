@@ -163,7 +163,8 @@ async def _run(settings: Settings, redactor: Redactor, args: argparse.Namespace,
 
     async def started(bound: int) -> None:
         if mode == "demo":
-            shown = ", ".join(str(s["id"]) for s in samples[:4])
+            steps = [s for s in samples if s.get("kind") == "step"] or samples
+            shown = ", ".join(str(s["id"]) for s in steps[:4])
             print(f"job-doctor demo is running: http://{host}:{bound}/console  (Ctrl+C to stop)", flush=True)
             print(
                 f"try: @job-doctor {samples[0]['id'] if samples else '<stepInstanceId>'}   samples: {shown}",

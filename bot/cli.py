@@ -167,7 +167,7 @@ async def _run(settings: Settings, redactor: Redactor, args: argparse.Namespace,
             shown = ", ".join(str(s["id"]) for s in steps[:4])
             print(f"job-doctor demo is running: http://{host}:{bound}/console  (Ctrl+C to stop)", flush=True)
             print(
-                f"try: @job-doctor {samples[0]['id'] if samples else '<stepInstanceId>'}   samples: {shown}",
+                f"try: @job-doctor {steps[0]['id'] if steps else '<stepInstanceId>'}   samples: {shown}",
                 flush=True,
             )
 

@@ -122,7 +122,9 @@ class ConversationService:
             self.metrics.jobs_queued.inc()
         log.info("analysis_requested", request_key=key, queued=result.queued, entry=result.entry_id)
         self.tasks.spawn(
-            self._progress_later(msg, requester, key, result.entry_id, describe(ref)), name=f"progress:{key}"
+            self._progress_later(msg, requester, key, result.entry_id, describe(ref)),
+            name=f"progress:{key}",
+            daemon=True,  # a progress note is not worth holding up a shutdown for
         )
 
     async def _progress_later(

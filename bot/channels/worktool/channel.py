@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from bot import appkeys as K
 from bot.channels.base import ChannelRegistry, SendError
@@ -31,6 +32,7 @@ from bot.runtime import CHANNELS, INBOX
 log = structlog.get_logger(__name__)
 
 ACK = {"code": 0, "message": "参数接收成功"}
+UNAVAILABLE = {"code": 503, "message": ""}
 SENDER: web.AppKey[WorkToolSender] = web.AppKey("worktool_sender")
 
 
@@ -103,15 +105,21 @@ async def callback(request: web.Request) -> web.Response:
         log.warning("worktool_bad_callback", reason=type(exc).__name__)
         return web.json_response(ACK)
     msg = to_incoming(payload, robot_id=settings.worktool.robot_id, bot_name=settings.worktool.bot_name)
-    if isinstance(msg, Ignored):
-        log.info("worktool_ignored", reason=msg.reason)
-        if msg.reply and msg.chat_id:
-            # e.g. an image sent to the bot: say politely what we can do, once per window.
-            await _polite(app, msg)
-        return web.json_response(ACK)
-    accepted = await app[INBOX].accept(
-        dedup_fingerprint(msg, settings.worktool.robot_id), msg, window_s=settings.chat.dedup_window_s
-    )
+    try:
+        if isinstance(msg, Ignored):
+            log.info("worktool_ignored", reason=msg.reason)
+            if msg.reply and msg.chat_id:
+                # e.g. an image sent to the bot: say politely what we can do, once per window.
+                await _polite(app, msg)
+            return web.json_response(ACK)
+        accepted = await app[INBOX].accept(
+            dedup_fingerprint(msg, settings.worktool.robot_id), msg, window_s=settings.chat.dedup_window_s
+        )
+    except (RedisError, OSError) as exc:
+        # Not durable, so not acknowledged: a plain 503 (no error text WorkTool could post to the chat).
+        metrics.messages_rejected.labels("worktool", "store_unavailable").inc()
+        log.error("worktool_store_unavailable", error=type(exc).__name__)
+        return web.json_response(UNAVAILABLE, status=503)
     if accepted:
         metrics.messages_received.labels("worktool").inc()
     else:
@@ -120,9 +128,15 @@ async def callback(request: web.Request) -> web.Response:
 
 
 async def _polite(app: web.Application, ignored: Ignored) -> None:
+    chat = app[K.SETTINGS].chat
+    # Same access rules as the router: groups and users outside the allowlists get silence.
+    if ignored.is_group and chat.allowed_groups and ignored.chat_id not in chat.allowed_groups:
+        return
+    if chat.allowed_users and ignored.sender_name not in chat.allowed_users:
+        return
     store = app[K.STORE]
     key = store.key("polite", ignored.chat_id, ignored.sender_name)
-    if not await store.claim(key, app[K.SETTINGS].chat.dedup_window_s):
+    if not await store.claim(key, chat.dedup_window_s):
         return
     sender = app[SENDER]
 

@@ -1,0 +1,340 @@
+"""Load: N analyses queued at once through the real engine, against a bare-pipeline baseline.
+
+The bot is the application `serve` builds for analyses (`setup_pipeline` + `setup_runtime`: the
+durable job queue, the job worker with heartbeats, the report store, the outbox delivery) plus a
+counting chat channel. N jobs with distinct request keys over the failed steps of the scenario
+corpus are submitted at once; each must come back as one delivered report. The sandbox BkLog runs
+in its own process (so the RSS measured here is the bot's), reached over real HTTP.
+
+The baseline runs the same N analyses with the bare pipeline (the `Analyzer` with the same clients,
+BkLog and concurrency, then the same scrubbing and rendering), with no queue, store or delivery:
+the ratio is what the durable engine costs.
+
+    python bench/load.py [--analyses 1000] [--concurrency 8] [--redis-url URL]
+
+Prints: wall time and analyses/s for both, their ratio, peak RSS (VmHWM) and its growth per
+analysis, and the asyncio task count before and after the run (it must return to its baseline).
+Without --redis-url the embedded store is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bot import appkeys as K  # noqa: E402
+from bot.app import create_app  # noqa: E402
+from bot.channels.base import ChannelRegistry  # noqa: E402
+from bot.diagnosis.model import scrub_report  # noqa: E402
+from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET  # noqa: E402
+from bot.llm.scrub import Scrubber  # noqa: E402
+from bot.logsetup import configure_logging  # noqa: E402
+from bot.models import AnalysisJob, ChatTarget, Reply, Requester  # noqa: E402
+from bot.render import render_markdown, render_text  # noqa: E402
+from bot.runtime import CHANNELS, JOBS, setup_runtime  # noqa: E402
+from bot.scenarios import load_scenarios  # noqa: E402
+from bot.services import build_analyzer, setup_pipeline  # noqa: E402
+from bot.settings import Settings  # noqa: E402
+
+
+def proc_status() -> dict[str, int]:
+    """VmRSS / VmHWM (peak) of this process in KiB."""
+    out: dict[str, int] = {}
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                out[name] = int(value.split()[0])
+    return out
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+# --------------------------------------------------------------------------- sandbox BkLog (child)
+
+
+def serve_bklog(port: int) -> None:
+    from bot.sandbox.bklog import create_bklog_app, docs_from_records
+
+    docs: list[dict[str, Any]] = []
+    for sc in load_scenarios():
+        docs.extend(docs_from_records(sc.logs_text, first_gse_index=len(docs) + 1))
+    code, secret, _user = SANDBOX_APP
+    app = create_bklog_app(docs, app_code=code, app_secret=secret, index_set_id=SANDBOX_INDEX_SET)
+    # The sandbox scans every document per query; the same ~30 steps are asked again and again, so
+    # answers are memoised (the window always covers the whole corpus) to keep BkLog off the
+    # critical path: the bench measures the bot, not the sandbox.
+    memo: dict[str, bytes] = {}
+
+    @web.middleware
+    async def memoise(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            data = json.loads(await request.read())
+            key = json.dumps(
+                {k: v for k, v in data.items() if k not in ("start_time", "end_time")}, sort_keys=True
+            )
+        except (ValueError, AttributeError):
+            return await handler(request)  # type: ignore[no-any-return]
+        if key in memo:
+            return web.Response(body=memo[key], content_type="application/json")
+        resp: web.StreamResponse = await handler(request)
+        if resp.status == 200 and isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+            memo[key] = resp.body
+        return resp
+
+    app.middlewares.insert(0, memoise)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def bklog_process() -> AsyncIterator[str]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--serve-bklog",
+        str(port),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with session.post(url + "/esquery_search/", json={}) as resp:
+                        await resp.read()
+                        break
+                except aiohttp.ClientError:
+                    if proc.returncode is not None or time.monotonic() > deadline:
+                        raise RuntimeError("the sandbox BkLog did not start") from None
+                    await asyncio.sleep(0.1)
+        yield url
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+# --------------------------------------------------------------------------- the bot side
+
+
+class CountingChannel:
+    """A chat channel that accepts every part and counts the replies (first parts) per request."""
+
+    name = "load"
+
+    def __init__(self) -> None:
+        self.reports: dict[str, int] = {}
+        self.parts = 0
+        self.done = asyncio.Event()
+        self.expected = 0
+
+    def render(self, reply: Reply) -> list[str]:
+        return [reply.text or reply.markdown]
+
+    async def send_part(self, target: ChatTarget, part: str, *, mention: list[str], first: bool) -> None:
+        self.parts += 1
+        key = target.reply_context.get("request", "?")
+        self.reports[key] = self.reports.get(key, 0) + 1
+        if len(self.reports) >= self.expected:
+            self.done.set()
+
+    async def already_sent(self, target: ChatTarget, part: str, *, since_ms: int) -> bool | None:
+        return False
+
+
+def settings_for(bklog_url: str, redis_url: str, concurrency: int) -> Settings:
+    code, secret, user = SANDBOX_APP
+    return Settings(
+        redis_url=redis_url,
+        redis_key_prefix=f"jdload:{uuid.uuid4().hex[:8]}:",
+        http={"shutdown_grace_s": 2},
+        bklog={
+            "base_url": bklog_url,
+            "index_set_id": SANDBOX_INDEX_SET,
+            "app_code": code,
+            "app_secret": secret,
+            "username": user,
+            "retries": 1,
+            "timeout_s": 30,
+            "lookback_days": 3650,
+        },
+        worker={"concurrency": concurrency, "claim_idle_s": 120},
+    )
+
+
+def jobs_for(n: int) -> list[AnalysisJob]:
+    steps = [sc.expected.step_instance_id for sc in load_scenarios() if sc.expected.step_instance_id]
+    return [AnalysisJob(request_key=f"load:{i}", step_instance_id=steps[i % len(steps)]) for i in range(n)]
+
+
+async def run_bot(settings: Settings, jobs: list[AnalysisJob]) -> dict[str, Any]:
+    channel = CountingChannel()
+    channel.expected = len(jobs)
+
+    def counting(app: web.Application) -> None:
+        app[CHANNELS] = ChannelRegistry()
+        app[CHANNELS].add(channel)
+
+    app = create_app(settings, components=[counting, setup_pipeline, setup_runtime])
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        await asyncio.sleep(1.0)  # loops started, store answering
+        tasks_before = len(asyncio.all_tasks())
+        tracked_before = app[K.TASKS].active
+        rss_before = proc_status()["VmRSS"]
+        queue = app[JOBS]
+        start = time.perf_counter()
+        for i, job in enumerate(jobs):
+            target = ChatTarget(
+                channel="load", chat_id="load-group", reply_context={"request": job.request_key}
+            )
+            await queue.submit(
+                job, Requester(target=target, sender_id=f"user{i % 50}", sender_name=f"用户{i % 50}")
+            )
+        queued_s = time.perf_counter() - start
+        await asyncio.wait_for(channel.done.wait(), timeout=max(120.0, len(jobs) * 0.5))
+        elapsed = time.perf_counter() - start
+        # Let the worker acknowledge the last entries, then the task count must be back where it was.
+        deadline = time.monotonic() + 10
+        while (
+            len(asyncio.all_tasks()) > tasks_before or await queue.depth() > 0
+        ) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        status = proc_status()
+        return {
+            "elapsed": elapsed,
+            "queued_s": queued_s,
+            "reports": len(channel.reports),
+            "duplicates": sum(n - 1 for n in channel.reports.values() if n > 1),
+            "lost": len(jobs) - len(channel.reports),
+            "depth_after": await queue.depth(),
+            "tasks_before": tasks_before,
+            "tasks_after": len(asyncio.all_tasks()),
+            "tracked_before": tracked_before,
+            "tracked_after": app[K.TASKS].active,
+            "rss_before": rss_before,
+            "rss_after": status["VmRSS"],
+            "hwm": status["VmHWM"],
+        }
+    finally:
+        await runner.cleanup()
+
+
+async def run_baseline(settings: Settings, jobs: list[AnalysisJob], concurrency: int) -> float:
+    gate = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=5)) as session:
+        analyzer = build_analyzer(settings, session)
+
+        scrubber = Scrubber(settings.secret_values())
+
+        async def one(job: AnalysisJob) -> None:
+            async with gate:
+                report = scrub_report(await analyzer.analyze_job(job), scrubber)
+                render_markdown(report, detail_hint="")
+                render_text(report)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(j) for j in jobs))
+        return time.perf_counter() - start
+
+
+async def drop_prefix(settings: Settings) -> None:
+    if not settings.redis_url:
+        return
+    from bot.store import open_store
+
+    store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
+    try:
+        keys = [k async for k in store.redis.scan_iter(match=settings.redis_key_prefix + "*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await store.redis.delete(*keys[i : i + 500])
+    finally:
+        await store.close()
+
+
+async def main(args: argparse.Namespace) -> int:
+    configure_logging(json_lines=False, level="WARNING")
+    jobs = jobs_for(args.analyses)
+    async with bklog_process() as bklog_url:
+        settings = settings_for(bklog_url, args.redis_url, args.concurrency)
+        rss_start = proc_status()["VmRSS"]
+        distinct = {j.step_instance_id: j for j in jobs}
+        await run_baseline(settings, list(distinct.values()), args.concurrency)  # warm BkLog's memo
+        try:
+            bot = await run_bot(settings, jobs)
+        finally:
+            await drop_prefix(settings)
+        bare_s = await run_baseline(settings, jobs, args.concurrency)
+    n = len(jobs)
+    store = settings.redis_url or "embedded store"
+    print(f"analyses queued at once: {n}  (worker concurrency {args.concurrency}, {store})")
+    print(f"queued in: {bot['queued_s']:.2f} s")
+    print(
+        f"bot:       {bot['elapsed']:.2f} s  {n / bot['elapsed']:.1f} analyses/s (queue → worker → report → delivery)"
+    )
+    print(f"baseline:  {bare_s:.2f} s  {n / bare_s:.1f} analyses/s (bare pipeline: analyse, scrub, render)")
+    print(f"ratio bot/baseline throughput: {bare_s / bot['elapsed']:.2f}")
+    print(f"reports delivered: {bot['reports']}  lost: {bot['lost']}  duplicated: {bot['duplicates']}")
+    print(f"queue depth after: {bot['depth_after']}")
+    print(
+        f"asyncio tasks: {bot['tasks_before']} before → {bot['tasks_after']} after;"
+        f" tracked background tasks {bot['tracked_before']} → {bot['tracked_after']}"
+    )
+    growth = bot["hwm"] - bot["rss_before"]
+    print(
+        f"RSS: {mib(rss_start)} at start, {mib(bot['rss_before'])} app ready, peak (VmHWM) {mib(bot['hwm'])},"
+        f" {mib(bot['rss_after'])} after"
+    )
+    print(
+        f"peak RSS growth per analysis: {growth / n:.1f} KiB  (ru_maxrss {mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)})"
+    )
+    ok = bot["lost"] == 0 and bot["duplicates"] == 0 and bot["tasks_after"] <= bot["tasks_before"]
+    print("result:", "OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-bklog":
+        serve_bklog(int(sys.argv[2]))
+        raise SystemExit(0)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--analyses", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--redis-url", default=os.environ.get("JOB_DOCTOR_REDIS_URL", ""))
+    raise SystemExit(asyncio.run(main(parser.parse_args())))

@@ -15,23 +15,13 @@ from typing import Any, Literal
 import aiohttp
 
 from bot.clients.gateway import ApiCredentials, GatewayTransport, UpstreamError
+from bot.diagnosis.extract import AGENT_STATE_ZH
 
 ApiVersion = Literal["v1", "v2"]
 V2_BATCH = 5000  # BK-JOB's gse.query.batchSize
 V1_BATCH = 1000
 
-STATUS_ZH: dict[int, str] = {
-    -2: "未找到",
-    -1: "查询失败",
-    0: "初始安装",
-    1: "启动中",
-    2: "运行中",
-    3: "有损状态",
-    4: "繁忙状态",
-    5: "升级中",
-    6: "停止中",
-    7: "解除安装",
-}
+STATUS_ZH: dict[int, str] = AGENT_STATE_ZH  # GSE 2.0 status_code → Chinese (reference §5)
 ALIVE_STATUS = 2
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 NOT_FOUND = -2

@@ -9,16 +9,15 @@ deadline, and every HTTP attempt is reported to an optional observer (metrics), 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import openai
 import structlog
 from openai.types.chat import ChatCompletion
 
+from bot.clients.gateway import parse_retry_after as parse_retry_after_value
 from bot.settings import LlmSettings
 
 log = structlog.get_logger(__name__)
@@ -133,21 +132,7 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
             return max(0.0, float(ms) / 1000.0)
         except ValueError:
             pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return parse_retry_after_value(headers.get("retry-after"), now=now)
 
 
 class LlmClient:

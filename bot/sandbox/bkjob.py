@@ -24,32 +24,9 @@ CODE_TASK_INSTANCE_NOT_EXIST = 1244006
 CODE_STEP_INSTANCE_NOT_EXIST = 1244007
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
 
-HOST_STATUS_ZH: dict[int, str] = {
-    0: "未知错误",
-    1: "Agent 异常",
-    2: "无效执行对象",
-    3: "上次已成功",
-    5: "等待执行",
-    7: "正在执行",
-    9: "执行成功",
-    11: "任务失败",
-    12: "任务下发失败",
-    13: "任务超时",
-    15: "任务日志错误",
-    18: "Agent 未安装",
-    101: "脚本执行失败",
-    102: "脚本执行超时",
-    103: "脚本执行被终止",
-    104: "脚本返回码非零",
-    303: "执行任务超时",
-    310: "Agent 异常",
-    311: "用户名不存在",
-    312: "用户密码不正确",
-    320: "文件获取失败",
-    321: "文件超出限制",
-    329: "文件传输错误",
-    399: "任务执行出错",
-}
+# descriptions as BK-JOB returns them (status_desc): the reference's table
+from bot.diagnosis.extract import HOST_STATUS_ZH  # noqa: E402
+
 FINAL_STATUSES = frozenset({3, 4, 5, 6, 8, 9, 11, 13, 14})
 
 

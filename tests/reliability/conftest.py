@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -61,6 +62,8 @@ async def world(make_world: MakeWorld) -> World:
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
     """Our own redis-server (never the shared one): it may be killed and restarted."""
     if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required under CI=true (.ci/ensure-redis.sh installs it)")
         pytest.skip("redis-server is not installed")
     server = RedisServer(tmp_path)
     try:

@@ -21,6 +21,7 @@ class StoredReport:
     request_key: str
     report: DiagnosisReport
     finished_at: float
+    duration_s: float | None = None  # how long the analysis took
 
 
 class ReportStore:
@@ -31,8 +32,14 @@ class ReportStore:
     def _k(self, request_key: str) -> str:
         return self.store.key("report", request_key)
 
-    async def save(self, request_key: str, report: DiagnosisReport) -> None:
-        data = {"report": report.model_dump(mode="json"), "finished_at": time.time()}
+    async def save(
+        self, request_key: str, report: DiagnosisReport, *, duration_s: float | None = None
+    ) -> None:
+        data = {
+            "report": report.model_dump(mode="json"),
+            "finished_at": time.time(),
+            "duration_s": duration_s,
+        }
         await self.store.set_json(self._k(request_key), data, ttl_s=RETENTION_S)
         await self.store.redis.zadd(self.store.key("recent"), {request_key: time.time()})
         await self.store.redis.zremrangebyrank(self.store.key("recent"), 0, -201)
@@ -45,7 +52,13 @@ class ReportStore:
             report = DiagnosisReport.model_validate(data.get("report"))
         except ValidationError:
             return None
-        return StoredReport(request_key, report, float(data.get("finished_at", 0)))
+        duration = data.get("duration_s")
+        return StoredReport(
+            request_key,
+            report,
+            float(data.get("finished_at", 0)),
+            float(duration) if isinstance(duration, int | float) else None,
+        )
 
     async def get_fresh(self, request_key: str) -> StoredReport | None:
         got = await self.get(request_key)

@@ -175,10 +175,11 @@ class JobWorker(_Loop[AnalysisJob]):
             # A reclaimed entry whose analysis already finished only needs delivering.
             done_before = await self.store.exists(result_key)
             if not done_before:
+                started = time.perf_counter()
                 report = await self._analyse(entry, job)
                 if report is None:
                     return
-                await self.reports.save(job.request_key, report)
+                await self.reports.save(job.request_key, report, duration_s=time.perf_counter() - started)
                 await self.store.set_json(result_key, {"ok": True}, ttl_s=86400)
             requesters = await self.jobs.finish(job.request_key, entry.id)
             for requester in requesters:

@@ -36,7 +36,7 @@ def require_redis() -> None:
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     # Tests never read the developer's job-doctor.toml or JOB_DOCTOR_* environment.
     for name in list(os.environ):
-        if name.startswith("JOB_DOCTOR_") and name != "JOB_DOCTOR_TEST_REDIS_URL":
+        if name.startswith("JOB_DOCTOR_") and not name.startswith("JOB_DOCTOR_TEST_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
     yield

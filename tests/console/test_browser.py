@@ -157,7 +157,9 @@ async def test_demo_console_with_the_real_pipeline() -> None:
                     assert heading in headings
                 body = await report.inner_text()
                 assert "errorCode=117" in body  # the decisive line, quoted from the sandbox BkLog
-                await page.locator(".recent-list .card").first.wait_for(timeout=15_000)
+                card = page.locator(".recent-list .card").first
+                await card.wait_for(timeout=15_000)
+                assert "分析耗时" in await card.inner_text()
                 await page.locator(".recent-list .card summary").first.click()
                 await page.wait_for_timeout(300)
                 await report.evaluate("el => el.scrollIntoView({block: 'start'})")
@@ -165,7 +167,7 @@ async def test_demo_console_with_the_real_pipeline() -> None:
                 shot_dir.mkdir(exist_ok=True)
                 shot = shot_dir / "console.png"
                 await page.screenshot(path=str(shot))
-                if os.environ.get("JOB_DOCTOR_UPDATE_SCREENSHOT") == "1":
+                if os.environ.get("JOB_DOCTOR_TEST_SCREENSHOT") == "1":
                     shutil.copyfile(shot, REPO / "docs" / "console.png")  # the README's picture
                 assert errors == []
             finally:

@@ -268,6 +268,7 @@ def recent_entry(stored: StoredReport) -> dict[str, Any]:
         "summary": r.summary,
         "finished_at": _iso(stored.finished_at),
         "log_span_s": span,  # first to last timeline time: how long the step ran before failing
+        "duration_s": None if stored.duration_s is None else round(stored.duration_s, 2),  # the analysis
         "timeline": [
             {
                 "phase": t.phase,

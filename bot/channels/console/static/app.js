@@ -493,6 +493,7 @@
     field(grid, "阶段", it.stage_zh);
     field(grid, "归属", it.fault_side_zh);
     field(grid, "来源", (it.source === "llm" ? "模型" : "规则") + " · 置信度 " + Math.round(it.confidence * 100) + "%");
+    field(grid, "分析耗时", fmtSpan(it.duration_s));
     field(grid, "日志跨度", fmtSpan(it.log_span_s));
     field(grid, "完成于", hhmmss(it.finished_at));
     if (it.signature) field(grid, "规则", it.signature);

@@ -6,11 +6,11 @@ one-line reason otherwise. Probes never include credentials in what they return.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import aiohttp
 
+from bot.clients.gateway import ApiCredentials, ApiError, Envelope, auth_headers, classify
 from bot.health import Health, Probe
 from bot.settings import Credentials, Settings
 from bot.store import Store
@@ -20,16 +20,30 @@ class ProbeFailed(Exception):
     pass
 
 
-def gateway_headers(creds: Credentials, tenant_id: str = "") -> dict[str, str]:
-    auth = {
-        "bk_app_code": creds.app_code,
-        "bk_app_secret": creds.app_secret.get_secret_value() if creds.app_secret else "",
-        "bk_username": creds.username,
-    }
-    headers = {"X-Bkapi-Authorization": json.dumps(auth), "Content-Type": "application/json"}
-    if tenant_id:
-        headers["X-Bk-Tenant-Id"] = tenant_id
-    return headers
+async def _gateway_call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    service: str,
+    creds: Credentials,
+    tenant_id: str,
+    **request: Any,
+) -> Envelope | ApiError:
+    """One gateway request, judged by the clients' own envelope rules.
+
+    Returns the envelope, or the API-level error (the dependency answered and authenticated us);
+    raises ProbeFailed for auth/permission errors, rate limits, 5xx and non-JSON answers.
+    """
+    headers = auth_headers(ApiCredentials.coerce(creds), tenant_id)
+    async with session.request(method, url, headers=headers, **request) as resp:
+        body = await resp.text(errors="replace")
+        outcome = classify(service=service, status=resp.status, body=body, headers=resp.headers)
+    if isinstance(outcome, Envelope | ApiError):
+        return outcome
+    if outcome.code is not None:
+        raise ProbeFailed(f"gateway error {outcome.code}: {outcome.message[:120]}")
+    raise ProbeFailed(outcome.message[:160])
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -40,14 +54,6 @@ async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ProbeFailed(f"HTTP {resp.status}, unexpected JSON")
     return body
-
-
-def _gateway_verdict(body: dict[str, Any], status: int) -> None:
-    code = body.get("code")
-    if isinstance(code, int) and 1600000 <= code < 1700000:
-        raise ProbeFailed(f"gateway error {code}: {str(body.get('message', ''))[:120]}")
-    if status >= 500:
-        raise ProbeFailed(f"HTTP {status}")
 
 
 def redis_probe(store: Store) -> Probe:
@@ -71,12 +77,17 @@ def bklog_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
             "size": 1,
         }
         url = str(cfg.base_url).rstrip("/") + "/esquery_search/"
-        headers = gateway_headers(settings.credentials_for(cfg), settings.bk.tenant_id)
-        async with session.post(url, json=body, headers=headers) as resp:
-            data = await _json(resp)
-            _gateway_verdict(data, resp.status)
-            if data.get("result") is False or data.get("code") not in (0, None, "0"):
-                raise ProbeFailed(f"BkLog error {data.get('code')}: {str(data.get('message', ''))[:120]}")
+        got = await _gateway_call(
+            session,
+            "POST",
+            url,
+            service="BkLog",
+            creds=settings.credentials_for(cfg),
+            tenant_id=settings.bk.tenant_id,
+            json=body,
+        )
+        if isinstance(got, ApiError):
+            raise ProbeFailed(f"BkLog error {got.code}: {got.message[:120]}")
         return f"index set {cfg.index_set_id} searchable"
 
     return probe
@@ -89,10 +100,15 @@ def bkjob_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
         # An instance that cannot exist: any BK-JOB answer proves reachability and gateway auth.
         url = str(cfg.base_url).rstrip("/") + "/api/v3/get_job_instance_status"
         params = {"bk_scope_type": "biz", "bk_scope_id": "0", "job_instance_id": "0"}
-        headers = gateway_headers(settings.credentials_for(cfg), settings.bk.tenant_id)
-        async with session.get(url, params=params, headers=headers) as resp:
-            data = await _json(resp)
-            _gateway_verdict(data, resp.status)
+        await _gateway_call(
+            session,
+            "GET",
+            url,
+            service="BK-JOB",
+            creds=settings.credentials_for(cfg),
+            tenant_id=settings.bk.tenant_id,
+            params=params,
+        )
         return "API gateway answers"
 
     return probe
@@ -103,7 +119,6 @@ def gse_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
 
     async def probe() -> str:
         base = str(cfg.base_url).rstrip("/")
-        headers = gateway_headers(settings.credentials_for(cfg), settings.bk.tenant_id)
         body: dict[str, Any]
         if cfg.api_version == "v2":
             url, body = base + "/api/v2/cluster/list_agent_state", {"agent_id_list": []}
@@ -112,9 +127,15 @@ def gse_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
                 base + "/api/c/compapi/v2/gse/get_agent_status/",
                 {"bk_supplier_account": "0", "hosts": []},
             )
-        async with session.post(url, json=body, headers=headers) as resp:
-            data = await _json(resp)
-            _gateway_verdict(data, resp.status)
+        await _gateway_call(
+            session,
+            "POST",
+            url,
+            service="GSE",
+            creds=settings.credentials_for(cfg),
+            tenant_id=settings.bk.tenant_id,
+            json=body,
+        )
         return f"GSE {cfg.api_version} answers"
 
     return probe

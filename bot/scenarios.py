@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.diagnosis.parser import split_records as parser_split_records
 from bot.models import FaultSide, Stage
 from bot.resources import data_dir
 
@@ -25,7 +26,6 @@ EXPECTED_FILE = "expected.json"
 
 # A record starts at a timestamp-led line: `[2024-05-30 11:09:00.240] ...` (file pattern) or
 # `2024-05-30 11:09:00.240 ...` (≤3.12 console pattern). Anything else continues the record.
-RECORD_START = re.compile(r"^\[?\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 
@@ -90,20 +90,13 @@ def decode_log_bytes(data: bytes) -> str:
 def split_records(text: str) -> list[str]:
     """Split raw log text into records: a timestamp-led line plus its continuation lines.
 
-    CRLF/CR line ends, a BOM and trailing whitespace are tolerated; blank lines are dropped.
-    Lines before the first timestamp-led line (a truncated stack) form a record of their own.
+    The parser's splitter (CRLF/CR, BOM, orphan lines before the first record) with the corpus
+    format's extra tidiness: trailing whitespace and blank lines dropped.
     """
-    text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    records: list[list[str]] = []
-    for raw_line in text.split("\n"):
-        line = raw_line.rstrip()
-        if not line:
-            continue
-        if RECORD_START.match(line) or not records:
-            records.append([line])
-        else:
-            records[-1].append(line)
-    return ["\n".join(lines) for lines in records]
+    return [
+        "\n".join(line.rstrip() for line in record.split("\n") if line.strip())
+        for record in parser_split_records(text)
+    ]
 
 
 def load_scenario(path: Path) -> Scenario:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -18,12 +16,11 @@ from bot.sandbox import start_site
 from bot.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
 from bot.sandbox.bklog import create_bklog_app, docs_from_records
 from bot.sandbox.gse import create_gse_app
-from bot.scenarios import Scenario, load_scenarios
+from bot.scenarios import Scenario, load_scenarios, time_span
 from bot.settings import Settings
 
 DEMO_APP = ("job-doctor-demo", "demo-secret", "demo")
 DEMO_INDEX_SET = 1
-_TS = re.compile(r"^\[?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})", re.M)
 _AGENT = re.compile(r"agentId=([0-9a-f:]{6,})")
 
 
@@ -38,19 +35,12 @@ class Sandbox:
             await runner.cleanup()
 
 
-def _ms(text: str) -> int | None:
-    stamps = _TS.findall(text)
-    if not stamps:
-        return None
-    dt = datetime.strptime(min(stamps), "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo("Asia/Shanghai"))
-    return int(dt.timestamp() * 1000)
-
-
 def _job_of(sc: Scenario) -> FakeJobInstance | None:
     exp = sc.expected
     if not exp.task_instance_id or not exp.step_instance_id:
         return None
-    start = _ms(sc.logs_text) or 0
+    span = time_span(sc.logs_text)
+    start = int(span[0].timestamp() * 1000) if span else 0
     step = FakeStep(
         step_instance_id=exp.step_instance_id, name=sc.name, status=4, start_time=start, end_time=start
     )

@@ -7,7 +7,6 @@ after the scenario's last line, so the default look-back window is what finds th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,11 +18,10 @@ from bot.diagnosis.pipeline import AnalysisRequest
 from bot.models import DiagnosisReport
 from bot.sandbox import start_site
 from bot.sandbox.bklog import create_bklog_app, docs_from_records
-from bot.scenarios import Scenario, load_scenarios
+from bot.scenarios import Scenario, load_scenarios, time_span
 from bot.services import build_analyzer
 from bot.settings import Settings
 
-_TS = re.compile(r"^\[?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})", re.M)
 SANDBOX_APP = ("job-doctor-sandbox", "sandbox-secret", "sandbox")
 SANDBOX_INDEX_SET = 1
 
@@ -42,10 +40,8 @@ class ScenarioResult:
 
 
 def last_timestamp(text: str, tz: str = "Asia/Shanghai") -> datetime:
-    stamps = _TS.findall(text)
-    if not stamps:
-        return datetime.now(ZoneInfo(tz))
-    return datetime.strptime(max(stamps), "%Y-%m-%d %H:%M:%S").replace(tzinfo=ZoneInfo(tz))
+    span = time_span(text, tz)
+    return span[1] if span else datetime.now(ZoneInfo(tz))
 
 
 def sandbox_settings(base_url: str, **overrides: object) -> Settings:

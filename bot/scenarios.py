@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -85,6 +87,21 @@ def decode_log_bytes(data: bytes) -> str:
     """UTF-8 with replacement for broken bytes; a leading BOM is dropped."""
     text = data.decode("utf-8", errors="replace")
     return text.removeprefix("\ufeff")
+
+
+_SECOND = re.compile(r"^\[?(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2})", re.M)
+
+
+def time_span(text: str, tz: str = "Asia/Shanghai") -> tuple[datetime, datetime] | None:
+    """First and last record time (to the second) in raw log text, read in `tz`; None without any."""
+    stamps = _SECOND.findall(text)
+    if not stamps:
+        return None
+    zone = ZoneInfo(tz)
+    first, last = (
+        datetime.strptime(t, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone) for t in (min(stamps), max(stamps))
+    )
+    return first, last
 
 
 def split_records(text: str) -> list[str]:

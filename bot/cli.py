@@ -118,14 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "cases":
             configure_logging(json_lines=False, level="WARNING", redactor=redactor)
             return asyncio.run(_cases_export(settings, args))
-        return _not_yet(command)
+        raise AssertionError(f"unhandled command {command}")  # argparse admits only the above
     except KeyboardInterrupt:
         return EXIT_OK
-
-
-def _not_yet(command: str) -> int:
-    print(f"job-doctor {command}: not available in this version yet", file=sys.stderr)
-    return EXIT_USAGE
 
 
 def _serve(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, mode: str) -> int:

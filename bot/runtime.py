@@ -21,7 +21,7 @@ from bot.conversation import ConversationService
 from bot.delivery import Delivery, delivery_key
 from bot.ids import IdRef
 from bot.logsetup import message_context
-from bot.models import AnalysisJob, ChatTarget, DiagnosisReport, IncomingMessage, Reply, Requester
+from bot.models import AnalysisJob, DiagnosisReport, IncomingMessage, Reply, Requester
 from bot.outbox import Outbox
 from bot.queue import Inbox, JobQueue
 from bot.render import render_markdown, render_text, report_header
@@ -170,7 +170,3 @@ async def _queue_gauge(app: web.Application) -> None:
         except Exception as exc:  # a metrics poll must never die
             log.debug("queue_gauge_failed", error=type(exc).__name__)
         await asyncio.sleep(5)
-
-
-def target_of(msg: IncomingMessage) -> ChatTarget:
-    return ChatTarget.of(msg)

@@ -228,27 +228,26 @@ async def _analyze(settings: Settings, redactor: Redactor, args: argparse.Namesp
         return EXIT_USAGE
     use_model = settings.llm.enabled and not args.no_llm
     async with aiohttp.ClientSession() as session:
-        model_step = None
+        analyzer = build_analyzer(settings, session)
         llm = None
         if use_model:
             from bot.diagnosis.model import make_model_step
             from bot.llm.client import LlmClient
             from bot.llm.prompts import PromptLibrary
             from bot.llm.scrub import Scrubber
-            from bot.services import build_bkjob, build_bklog, build_gse
 
             llm = LlmClient.from_settings(settings.llm)
-            model_step = make_model_step(
+            # the model's read-only tools use the analyzer's own clients
+            analyzer.model_step = make_model_step(
                 settings,
                 llm,
                 prompts=PromptLibrary(),
                 scrubber=Scrubber(settings.secret_values()),
-                bklog=build_bklog(settings, session),
-                gse=build_gse(settings, session),
-                bkjob=build_bkjob(settings, session),
+                bklog=analyzer.bklog,
+                gse=analyzer.gse,
+                bkjob=analyzer.bkjob,
             )
         try:
-            analyzer = build_analyzer(settings, session, model_step=model_step)
             report = await analyzer.analyze(
                 AnalysisRequest(
                     step_instance_id=step_id,

@@ -115,8 +115,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, session, metrics = app[K.SETTINGS], app[K.HTTP], app[K.METRICS]
     scrubber = Scrubber(settings.secret_values())
     llm: LlmClient | None = None
-    model_step: ModelStep | None = None
     budget: TokenBudget | None = None
+    analyzer = build_analyzer(settings, session, metrics=metrics)
     if settings.llm.enabled:
         llm = LlmClient.from_settings(settings.llm, observer=metrics_observer(metrics))
         prompts = PromptLibrary()
@@ -128,14 +128,15 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             chat_daily_limit=settings.llm.group_daily_token_budget,
             time_zone=settings.digest.time_zone,
         )
-        model_step = make_model_step(
+        # The model's read-only tools use the analyzer's own clients.
+        analyzer.model_step = make_model_step(
             settings,
             llm,
             prompts=prompts,
             scrubber=scrubber,
-            bklog=build_bklog(settings, session),
-            gse=build_gse(settings, session),
-            bkjob=build_bkjob(settings, session),
+            bklog=analyzer.bklog,
+            gse=analyzer.gse,
+            bkjob=analyzer.bkjob,
             metrics=metrics,
             budget=budget,
         )
@@ -156,14 +157,13 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
             )
 
         app[MODEL_ANSWER] = model_answer
-    analyzer = build_analyzer(settings, session, metrics=metrics, model_step=model_step)
 
     async def analyze(job: AnalysisJob) -> DiagnosisReport:
         # The model's tokens are charged to the asking chat's daily budget (and the bot's).
         with budget_scope(budget_key_of(job)):
             report = await analyzer.analyze_job(job)
-        # Reports go to chats as they are (delivery does not redact): no credential from a log line
-        # may ride along, with or without a model.
+        # The stored report (详情, console, recent analyses) must not keep a credential quoted from a
+        # log line either, with or without a model; delivery masks what goes to chats on top.
         return scrub_report(report, scrubber)
 
     app[ANALYZE] = analyze

@@ -190,7 +190,7 @@ def _parse_when(value: str | None, tz: str) -> datetime | None:
 
 
 async def _analyze(settings: Settings, redactor: Redactor, args: argparse.Namespace) -> int:
-    from bot.diagnosis.pipeline import AnalysisRequest
+    from bot.diagnosis.pipeline import AnalysisRequest, BkLogAuthError
     from bot.render import render_text
     from bot.services import build_analyzer
 
@@ -256,18 +256,15 @@ async def _analyze(settings: Settings, redactor: Redactor, args: argparse.Namesp
                     since=since,
                     until=until,
                     use_model=use_model,
+                    raise_on_auth_error=True,
                 )
             )
+        except BkLogAuthError as exc:
+            print(f"job-doctor analyze: {redactor(str(exc))}", file=sys.stderr)
+            return EXIT_USAGE
         finally:
             if llm is not None:
                 await llm.aclose()
-    if (
-        report.stage == "unknown"
-        and any("网关" in m or "凭据" in m for m in report.missing_info)
-        and ("鉴权" in report.summary or "权限" in report.summary or "无法查询 BkLog" in report.summary)
-    ):
-        print(f"job-doctor analyze: {redactor(report.summary)}", file=sys.stderr)
-        return EXIT_USAGE
     if args.json:
         print(redactor(report.model_dump_json(indent=2)))
     else:

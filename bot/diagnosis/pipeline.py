@@ -35,6 +35,10 @@ ModelStep = Callable[[DiagnosisReport, Condensed, Collected], Awaitable[Diagnosi
 _AGENT_SIGNATURES = ("agent",)  # signature ids mentioning agents get a live GSE agent-state check
 
 
+class BkLogAuthError(Exception):
+    """BkLog rejected the credentials or the app's permission; the message is one safe line."""
+
+
 @dataclass(frozen=True)
 class AnalysisRequest:
     step_instance_id: int | None = None
@@ -46,6 +50,9 @@ class AnalysisRequest:
     since: datetime | None = None
     until: datetime | None = None
     use_model: bool = True
+    # A gateway auth/permission error (16xxxxx) is a configuration problem: raise it instead of
+    # reporting it (the CLI exits 2); the bot reports it to the chat instead.
+    raise_on_auth_error: bool = False
 
     @classmethod
     def of_job(cls, job: AnalysisJob) -> AnalysisRequest:
@@ -128,6 +135,8 @@ class Analyzer:
             collected = await collector.collect(
                 start=start, end=end, step_instance_id=req.step_instance_id, request_id=req.request_id
             )
+            if req.raise_on_auth_error and collected.auth_error:
+                raise BkLogAuthError(collected.auth_error)
         if self.metrics is not None:
             for q in collected.queries:
                 self.metrics.bklog_queries.labels("error" if q.error else "ok").inc()

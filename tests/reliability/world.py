@@ -26,6 +26,7 @@ from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
 from bot.sandbox import FAULTS, Faults
 from bot.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
 from bot.scenarios import Scenario, load_scenarios
+from tests.conversation.harness import callback_body as conversation_callback_body
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.worktool import FakeWorkTool
 
@@ -169,28 +170,8 @@ def bot_env(
 
 
 def callback_body(text: str, *, sender: str = "张三", group: str | None = GROUP) -> dict[str, str]:
-    """A WorkTool callback as the cloud sends it (every value a string, NBSP after the mention)."""
-    if group is None:
-        return {
-            "spoken": text,
-            "rawSpoken": text,
-            "receivedName": sender,
-            "groupName": "",
-            "groupRemark": "",
-            "roomType": "4",
-            "atMe": "false",
-            "textType": "1",
-        }
-    return {
-        "spoken": text,
-        "rawSpoken": f"@{BOT_NAME}\u00a0{text}",
-        "receivedName": sender,
-        "groupName": group,
-        "groupRemark": "",
-        "roomType": "3",
-        "atMe": "true",
-        "textType": "1",
-    }
+    """A WorkTool callback as the cloud sends it, addressed to this world's group by default."""
+    return conversation_callback_body(text, sender=sender, group=group)
 
 
 async def post_callback(

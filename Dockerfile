@@ -8,7 +8,6 @@ COPY bot ./bot
 COPY handlers ./handlers
 COPY config ./config
 COPY prompts ./prompts
-COPY tests/scenarios ./tests/scenarios
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/venv/bin/pip install --no-cache-dir .

@@ -94,7 +94,7 @@ def instrument(app: web.Application) -> None:
 
 
 def bot_settings(redis_url: str, prefix: str) -> Any:
-    from bot.settings import Settings
+    from bot.core.settings import Settings
 
     return Settings(
         redis_url=redis_url,
@@ -111,10 +111,10 @@ def bot_settings(redis_url: str, prefix: str) -> Any:
 
 
 async def serve_bot(redis_url: str, prefix: str, port_file: Path) -> None:
-    from bot.app import create_app
-    from bot.components import app_components
-    from bot.logsetup import configure_logging
-    from bot.server import run_server
+    from bot.app.components import app_components
+    from bot.app.server import run_server
+    from bot.app.web import create_app
+    from bot.core.logsetup import configure_logging
 
     settings = bot_settings(redis_url, prefix)
     # As `serve` logs when stderr is not a terminal: JSON lines.

@@ -39,19 +39,19 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests/ fakes
 
+from bot.app.services import build_analyzer, build_bklog
 from bot.clients.bklog import BkLogClient, load_query_templates
-from bot.diagnosis.model import make_model_step
+from bot.core.logsetup import configure_logging
+from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET, last_timestamp, sandbox_settings
+from bot.devtools.sandbox import start_site
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
+from bot.devtools.scenarios import Scenario, load_scenarios
+from bot.diagnosis.llm_step import make_model_step
 from bot.diagnosis.pipeline import AnalysisRequest
-from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET, last_timestamp, sandbox_settings
 from bot.llm.client import LlmClient
 from bot.llm.prompts import PromptLibrary
 from bot.llm.schema import ReportInvalid, parse_report
 from bot.llm.scrub import Scrubber
-from bot.logsetup import configure_logging
-from bot.sandbox import start_site
-from bot.sandbox.bklog import create_bklog_app, docs_from_records
-from bot.scenarios import Scenario, load_scenarios
-from bot.services import build_analyzer, build_bklog
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, answer_json, tool_call
 
 API_KEY = "sk-bench-0123456789abcdef"

@@ -37,12 +37,12 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.app.services import build_bkjob
+from bot.core.logsetup import configure_logging
+from bot.devtools.sandbox import REQUESTS, lucene
+from bot.devtools.scenarios import load_scenarios
 from bot.digest.build import DigestBuilder, make_digest_analyzer
 from bot.digest.collect import DigestWindow, FailedJob, failed_steps_of
-from bot.logsetup import configure_logging
-from bot.sandbox import REQUESTS, lucene
-from bot.scenarios import load_scenarios
-from bot.services import build_bkjob
 from tests.digest.world import World, fire_at, world_settings
 
 FIRE = fire_at("2025-03-10")

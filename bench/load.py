@@ -40,19 +40,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot import appkeys as K  # noqa: E402
-from bot.app import create_app  # noqa: E402
-from bot.channels.base import ChannelRegistry  # noqa: E402
-from bot.diagnosis.model import scrub_report  # noqa: E402
-from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET  # noqa: E402
+from bot.app import keys as K  # noqa: E402
+from bot.app.runtime import CHANNELS, JOBS, setup_runtime  # noqa: E402
+from bot.app.services import build_analyzer, setup_pipeline  # noqa: E402
+from bot.app.web import create_app  # noqa: E402
+from bot.core.logsetup import configure_logging  # noqa: E402
+from bot.core.models import AnalysisJob, ChatTarget, Reply, Requester  # noqa: E402
+from bot.core.settings import Settings  # noqa: E402
+from bot.delivery.port import ChannelRegistry  # noqa: E402
+from bot.delivery.render import render_markdown, render_text  # noqa: E402
+from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET  # noqa: E402
+from bot.devtools.scenarios import load_scenarios  # noqa: E402
+from bot.diagnosis.llm_step import scrub_report  # noqa: E402
 from bot.llm.scrub import Scrubber  # noqa: E402
-from bot.logsetup import configure_logging  # noqa: E402
-from bot.models import AnalysisJob, ChatTarget, Reply, Requester  # noqa: E402
-from bot.render import render_markdown, render_text  # noqa: E402
-from bot.runtime import CHANNELS, JOBS, setup_runtime  # noqa: E402
-from bot.scenarios import load_scenarios  # noqa: E402
-from bot.services import build_analyzer, setup_pipeline  # noqa: E402
-from bot.settings import Settings  # noqa: E402
 
 
 def proc_status() -> dict[str, int]:
@@ -74,7 +74,7 @@ def mib(kib: float) -> str:
 
 
 def serve_bklog(port: int) -> None:
-    from bot.sandbox.bklog import create_bklog_app, docs_from_records
+    from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
 
     docs: list[dict[str, Any]] = []
     for sc in load_scenarios():
@@ -277,7 +277,7 @@ async def run_baseline(settings: Settings, jobs: list[AnalysisJob], concurrency:
 async def drop_prefix(settings: Settings) -> None:
     if not settings.redis_url:
         return
-    from bot.store import open_store
+    from bot.core.store import open_store
 
     store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
     try:

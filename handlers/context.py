@@ -1,12 +1,12 @@
-"""What a handler may do. Implemented by `bot.conversation.ConversationService`."""
+"""What a handler may do. Implemented by `handlers.service.ConversationService`."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from bot.ids import IdRef
-from bot.models import IncomingMessage, ReplyKind
-from bot.settings import Settings
+from bot.core.models import IncomingMessage, ReplyKind
+from bot.core.settings import Settings
+from handlers.ids import IdRef
 
 
 class HandlerContext(Protocol):

@@ -13,10 +13,10 @@ from typing import Any
 
 import structlog
 
-from bot.ids import ExtractedIds, IdRef, extract_ids
-from bot.models import IncomingMessage
+from bot.core.models import IncomingMessage
 from handlers import texts
 from handlers.context import HandlerContext
+from handlers.ids import ExtractedIds, IdRef, extract_ids
 from handlers.intent import Command, classify, parse_command, parse_feedback
 
 log = structlog.get_logger(__name__)

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from bot.settings import Settings
-from bot.store import Store, open_store
+from bot.core.settings import Settings
+from bot.core.store import Store, open_store
 
 REDIS_URL = os.environ.get("JOB_DOCTOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from bot.clients.gateway import ApiCredentials, ApiError, Envelope, GatewayTransport, UpstreamError
-from bot.resources import data_file
+from bot.core.resources import data_file
 
 log = structlog.get_logger(__name__)
 

@@ -46,7 +46,7 @@ class ApiCredentials:
 
     @classmethod
     def coerce(cls, value: ApiCredentials | tuple[str, str, str] | Any) -> ApiCredentials:
-        """Accept ApiCredentials, a (code, secret, user) tuple or bot.settings.Credentials."""
+        """Accept ApiCredentials, a (code, secret, user) tuple or bot.core.settings.Credentials."""
         if isinstance(value, ApiCredentials):
             return value
         if isinstance(value, tuple) and len(value) == 3:

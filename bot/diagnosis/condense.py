@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from bot.core.models import PHASE_STATUS_ICON, STAGE_ZH, TimelineEntry
 from bot.diagnosis.extract import (
     RUN_STATUS_FAILED,
     nonzero_codes,
@@ -47,7 +48,6 @@ from bot.diagnosis.phases import (
     timeline_for,
 )
 from bot.diagnosis.records import LogRecord
-from bot.models import PHASE_STATUS_ICON, STAGE_ZH, TimelineEntry
 
 __all__ = ["CollapsedGroup", "Condensed", "RunSummary", "condense", "estimate_tokens"]
 

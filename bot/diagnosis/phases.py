@@ -1,7 +1,7 @@
 """Phase and severity of each engine record, the runs of a step, and the timeline of one run.
 
 Classification goes by message template (bk-job.md §1.4, §2.6), never by logger. A record is put in
-one of the phases of `bot.models.PHASES`, or in none (``phase=None``) when it is a generic chain line
+one of the phases of `bot.core.models.PHASES`, or in none (``phase=None``) when it is a generic chain line
 (event dispatch/handling, step refresh, API calls to other systems) whose phase depends on where the
 chain was; the timeline then places its warnings and failures by context.
 
@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bot.core.models import PHASES, PhaseStatus, Stage, TimelineEntry
 from bot.diagnosis.extract import (
     HOST_STATUS_ZH,
     RecordIds,
@@ -33,7 +34,6 @@ from bot.diagnosis.extract import (
     pull_times,
 )
 from bot.diagnosis.records import LogRecord
-from bot.models import PHASES, PhaseStatus, Stage, TimelineEntry
 
 __all__ = [
     "SEVERITY_RANK",

@@ -19,13 +19,13 @@ from bot.clients.bkjob import BkJobClient
 from bot.clients.bklog import BkLogClient, QueryTemplates
 from bot.clients.gateway import GatewayError
 from bot.clients.gse import GseClient
+from bot.core.metrics import Metrics
+from bot.core.models import AnalysisJob, DiagnosisReport
+from bot.core.settings import Settings
 from bot.diagnosis.collector import Collected, Collector
 from bot.diagnosis.condense import Condensed, condense
 from bot.diagnosis.rules import RuleInputs, build_rule_report
 from bot.diagnosis.signatures import Catalog, SignatureMatch
-from bot.metrics import Metrics
-from bot.models import AnalysisJob, DiagnosisReport
-from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bot.core.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage
 from bot.diagnosis.collector import Collected
 from bot.diagnosis.condense import Condensed
 from bot.diagnosis.records import LogRecord
 from bot.diagnosis.signatures import SignatureMatch
-from bot.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage
 
 MAX_EVIDENCE = 10
 CONFIDENT = 0.55  # a match this sure settles the cause: its hints become actions, not missing info

@@ -43,6 +43,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from bot.core.models import Actions, Evidence, FaultSide, Stage
+from bot.core.resources import data_file
 from bot.diagnosis.extract import (
     API_ERROR_ZH,
     EXECUTE_RESULT_ZH,
@@ -52,8 +54,6 @@ from bot.diagnosis.extract import (
     RUN_STATUS_ZH,
 )
 from bot.diagnosis.records import LogRecord
-from bot.models import Actions, Evidence, FaultSide, Stage
-from bot.resources import data_file
 
 MIN_LITERAL_LEN = 5
 # decisive lines kept per match (first half + last half when there are more); context lines per regex

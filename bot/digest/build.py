@@ -28,9 +28,13 @@ import aiohttp
 import structlog
 from pydantic import BaseModel, Field
 
+from bot.app.services import build_bklog
 from bot.clients.bkjob import BkJobClient
 from bot.clients.bklog import BkLogClient, SearchResult, load_query_templates
 from bot.clients.gateway import GatewayError
+from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, DiagnosisReport, FaultSide, Stage
+from bot.core.settings import Settings
+from bot.core.store import Store, StoreError
 from bot.diagnosis.pipeline import AnalysisRequest, Analyzer
 from bot.diagnosis.signatures import Catalog, load_catalog
 from bot.digest.collect import (
@@ -42,10 +46,6 @@ from bot.digest.collect import (
     list_failed_jobs,
     status_problem,
 )
-from bot.models import FAULT_SIDE_ZH, STAGE_ZH, DiagnosisReport, FaultSide, Stage
-from bot.services import build_bklog
-from bot.settings import Settings
-from bot.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
 

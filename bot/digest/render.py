@@ -12,9 +12,9 @@ import zlib
 from collections.abc import Sequence
 from datetime import datetime
 
+from bot.core.models import STAGE_ZH
+from bot.delivery.render import split_parts, utf8_len
 from bot.digest.build import BizTotal, Digest, DigestGroup, TrendDay, short_side
-from bot.models import STAGE_ZH
-from bot.render import split_parts, utf8_len
 
 TEXT_TITLE = "【job-doctor 失败日报】"
 MD_TITLE = "## job-doctor 失败日报"

@@ -31,9 +31,14 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import appkeys as K
+from bot.app import keys as K
+from bot.app.services import build_bkjob
 from bot.channels.webhook import WebhookError, WebhookSender, key_id
-from bot.delivery import Delivery, delivery_key
+from bot.core.models import ChatTarget, Reply
+from bot.core.settings import DigestTarget, Settings
+from bot.core.store import Store, StoreError
+from bot.delivery.outbox import Outbox
+from bot.delivery.send import Delivery, delivery_key
 from bot.digest.build import (
     DEFAULT_BKLOG_QUERIES_PER_S,
     Digest,
@@ -44,11 +49,6 @@ from bot.digest.build import (
 )
 from bot.digest.collect import DigestWindow
 from bot.digest.render import markdown_parts, render_markdown, render_text, text_header, text_parts, trend_png
-from bot.models import ChatTarget, Reply
-from bot.outbox import Outbox
-from bot.services import build_bkjob
-from bot.settings import DigestTarget, Settings
-from bot.store import Store, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -440,7 +440,7 @@ def setup_digest(app: web.Application) -> None:
 
 
 async def _digest_ctx(app: web.Application) -> AsyncIterator[None]:
-    from bot.runtime import DELIVERY
+    from bot.app.runtime import DELIVERY
 
     settings, store, session, tasks = app[K.SETTINGS], app[K.STORE], app[K.HTTP], app[K.TASKS]
     bkjob = build_bkjob(settings, session)

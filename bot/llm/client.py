@@ -18,7 +18,7 @@ import structlog
 from openai.types.chat import ChatCompletion
 
 from bot.clients.gateway import parse_retry_after as parse_retry_after_value
-from bot.settings import LlmSettings
+from bot.core.settings import LlmSettings
 
 log = structlog.get_logger(__name__)
 

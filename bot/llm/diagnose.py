@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, Actions, DiagnosisReport
 from bot.llm.budget import BUDGET_NOTICE, TokenBudget
 from bot.llm.client import (
     Completion,
@@ -37,7 +38,6 @@ from bot.llm.prompts import PromptLibrary
 from bot.llm.schema import ModelReport, ReportInvalid, has_cjk, parse_report, response_format
 from bot.llm.scrub import Scrubber, SecretLeak
 from bot.llm.verify import VerifyResult, verify_evidence
-from bot.models import FAULT_SIDE_ZH, STAGE_ZH, Actions, DiagnosisReport
 
 log = structlog.get_logger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from bot.core.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport
+from bot.core.resources import data_dir
 from bot.llm.verify import escape_data
-from bot.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport
-from bot.resources import data_dir
 
 
 class PromptLibrary:

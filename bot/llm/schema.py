@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bot.models import FAULT_SIDE_ZH, STAGE_ZH, FaultSide, Stage
+from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, FaultSide, Stage
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from bot.redact import MASK, Redactor
+from bot.core.redact import MASK, Redactor
 
 _KEYS = (
     r"password|passwd|pwd|app_?secret|bk_app_secret|secret_?key|secret|api_?key|access_?token|bk_token|token|"

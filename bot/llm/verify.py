@@ -10,8 +10,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from bot.core.models import Evidence
 from bot.llm.schema import ModelEvidence
-from bot.models import Evidence
 
 # `[ts] LEVEL [app,trace,span] PID --- [thread] logger : ` (file pattern; also the console form
 # without brackets around the timestamp).

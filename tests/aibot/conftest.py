@@ -14,14 +14,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import create_app
+from bot.app.runtime import ANALYZE, Analyze, setup_runtime
+from bot.app.web import create_app
 from bot.channels.wecom.aibot import AibotOptions
 from bot.channels.wecom.http_mode import PATH, setup_wecom_aibot
 from bot.channels.wecom.ws_mode import setup_wecom_aibot_ws
-from bot.models import AnalysisJob, DiagnosisReport, Evidence
-from bot.runtime import ANALYZE, Analyze, setup_runtime
-from bot.settings import Settings
-from bot.store import open_store
+from bot.core.models import AnalysisJob, DiagnosisReport, Evidence
+from bot.core.settings import Settings
+from bot.core.store import open_store
 from tests.conftest import REDIS_URL, require_redis
 from tests.fakes.wecom_aibot import AES_KEY, BOT_ID, SECRET, TOKEN, FakeResponseUrl, WeComAibotSide
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from bot.channels.wecom.aibot import PLACEHOLDER, STILL_WORKING, UNSUPPORTED, WELCOME, AibotOptions
 from bot.channels.wecom.http_mode import PATH
-from bot.render import HEADER_PREFIX
+from bot.delivery.render import HEADER_PREFIX
 from handlers import texts
 from tests.aibot.conftest import (
     AibotCaller,

@@ -10,7 +10,7 @@ from bot.channels.wecom.aibot import (
     classify_callback,
     compose,
 )
-from bot.render import HEADER_PREFIX, utf8_len
+from bot.delivery.render import HEADER_PREFIX, utf8_len
 from tests.fakes.wecom_aibot import WeComAibotSide
 
 

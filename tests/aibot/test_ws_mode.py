@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from bot import appkeys as K
+from bot.app import keys as K
 from bot.channels.wecom.aibot import PLACEHOLDER, WELCOME, AibotOptions
 from bot.channels.wecom.ws_mode import WS_CLIENT
-from bot.render import HEADER_PREFIX
+from bot.delivery.render import HEADER_PREFIX
 from handlers import texts
 from tests.aibot.conftest import AnalyzeStub, ServerFactory, aibot_settings, build_app, settle
 from tests.fakes.wecom_aibot import BOT_ID, SECRET, FakeAibotWsServer, WeComAibotSide

@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestServer
 
 from bot.clients.bkjob import BkJobClient, InstanceNotFound
 from bot.clients.gateway import ApiCredentials, GatewayAuthError, GatewayRateLimited, auth_headers
-from bot.sandbox import FAULTS, REQUESTS
-from bot.sandbox.bkjob import FakeHost, FakeJobInstance, FakeStep, create_bkjob_app
+from bot.devtools.sandbox import FAULTS, REQUESTS
+from bot.devtools.sandbox.bkjob import FakeHost, FakeJobInstance, FakeStep, create_bkjob_app
 from tests.clients.conftest import APP_CODE, APP_SECRET, CREDS
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]

@@ -18,8 +18,8 @@ from bot.clients.bklog import (
     quote_phrase,
 )
 from bot.clients.gateway import ApiError
-from bot.sandbox import REQUESTS
-from bot.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
+from bot.devtools.sandbox import REQUESTS
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
 from tests.clients.conftest import APP_CODE, APP_SECRET, CREDS
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]

@@ -23,8 +23,8 @@ from bot.clients.gateway import (
     auth_headers,
     classify,
 )
-from bot.sandbox import FAULTS, REQUESTS, Fault
-from bot.sandbox.bklog import create_bklog_app, docs_from_records
+from bot.devtools.sandbox import FAULTS, REQUESTS, Fault
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
 from tests.clients.conftest import APP_CODE, APP_SECRET, CREDS
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -180,7 +180,7 @@ async def test_server_message_never_leaks_secret(
 def test_credentials_from_settings_section() -> None:
     from pydantic import SecretStr
 
-    from bot.settings import Credentials
+    from bot.core.settings import Credentials
 
     creds = ApiCredentials.coerce(Credentials(app_code="a", app_secret=SecretStr("topsecret"), username="u"))
     assert creds == ApiCredentials("a", "topsecret", "u")
@@ -206,7 +206,7 @@ async def test_connection_refused_is_upstream_error(session: aiohttp.ClientSessi
 
 
 async def test_start_site_serves_the_sample(session: aiohttp.ClientSession) -> None:
-    from bot.sandbox import start_site
+    from bot.devtools.sandbox import start_site
 
     app = create_bklog_app(docs_from_records(LOG), app_code=APP_CODE, app_secret=APP_SECRET, index_set_id=1)
     runner, base = await start_site(app)

@@ -10,8 +10,8 @@ from aiohttp.test_utils import TestServer
 
 from bot.clients.gateway import ApiError
 from bot.clients.gse import GseClient
-from bot.sandbox import REQUESTS
-from bot.sandbox.gse import create_gse_app
+from bot.devtools.sandbox import REQUESTS
+from bot.devtools.sandbox.gse import create_gse_app
 from tests.clients.conftest import APP_CODE, APP_SECRET, CREDS
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]

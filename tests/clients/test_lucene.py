@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.sandbox.lucene import LuceneSyntaxError, parse_query, tokenize
+from bot.devtools.sandbox.lucene import LuceneSyntaxError, parse_query, tokenize
 
 LINE = (
     "[2024-05-30 11:09:00.240]  INFO [job-execute,84a2e275a062728b9b54aab16dea4289,49cf5d493601969c] 6 --- "

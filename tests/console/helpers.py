@@ -9,11 +9,11 @@ from typing import Any
 
 from aiohttp import ClientWebSocketResponse, WSMsgType, web
 
-from bot.app import create_app
+from bot.app.runtime import ANALYZE, setup_runtime
+from bot.app.web import create_app
 from bot.channels.console import setup_console
-from bot.models import AnalysisJob, DiagnosisReport, Evidence, TimelineEntry
-from bot.runtime import ANALYZE, setup_runtime
-from bot.settings import Settings
+from bot.core.models import AnalysisJob, DiagnosisReport, Evidence, TimelineEntry
+from bot.core.settings import Settings
 
 Frame = dict[str, Any]
 STEP_ID = "20031265375"

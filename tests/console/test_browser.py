@@ -133,10 +133,10 @@ async def test_console_page_end_to_end() -> None:
 async def test_demo_console_with_the_real_pipeline() -> None:
     """`job-doctor demo` as a user sees it: sandbox BkLog/BK-JOB/GSE, real pipeline, console."""
     _require_browser()
-    from bot.app import create_app
-    from bot.components import app_components, attach_samples
-    from bot.demo import demo_settings, start_sandbox
-    from bot.settings import Settings
+    from bot.app.components import app_components, attach_samples
+    from bot.app.web import create_app
+    from bot.core.settings import Settings
+    from bot.devtools.demo import demo_settings, start_sandbox
 
     box = await start_sandbox()
     try:

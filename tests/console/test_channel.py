@@ -11,7 +11,7 @@ from bot.channels.console import (
     normalize_text,
     to_incoming,
 )
-from bot.models import ChatTarget, Reply
+from bot.core.models import ChatTarget, Reply
 
 GROUP = ChatTarget(channel="console", chat_id="console-group", chat_name="演示群", is_group=True)
 PRIVATE = ChatTarget(channel="console", chat_id="console-private:王五", chat_name="王五", is_group=False)

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import WSServerHandshakeError
 from aiohttp.test_utils import TestClient
 
+from bot.app.runtime import CHANNELS
 from bot.channels.console import CONSOLE, CONSOLE_TOKEN, SAMPLE_IDS
-from bot.runtime import CHANNELS
-from bot.settings import Settings
-from bot.store import open_store
+from bot.core.settings import Settings
+from bot.core.store import open_store
 
 from ..conftest import REDIS_URL, require_redis
 from .helpers import REPORT_HEADER, STEP_ID, Page, console_app, console_settings, is_bot, is_echo

@@ -1,7 +1,7 @@
 """The bot under test, wired as `serve` wires it, talking to real local fakes over HTTP.
 
 - the WorkTool cloud: `tests.fakes.worktool.FakeWorkTool` (send API + execution history);
-- BkLog: the sandbox gateway serving scenario logs from `tests/scenarios/`;
+- BkLog: the sandbox gateway serving scenario logs from the scenario corpus;
 - the bot: `create_app(settings, components=[setup_worktool, setup_pipeline, setup_runtime])`,
   reached through `POST /worktool/callback?token=…` exactly as WorkTool calls it.
 """
@@ -19,16 +19,16 @@ from typing import Any
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import create_app
+from bot.app.runtime import REPORTS, setup_runtime
+from bot.app.services import setup_pipeline
+from bot.app.web import create_app
 from bot.channels.worktool.channel import setup_worktool
-from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
-from bot.runtime import REPORTS, setup_runtime
-from bot.sandbox import FAULTS
-from bot.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
-from bot.scenarios import Scenario, load_scenarios
-from bot.services import setup_pipeline
-from bot.settings import Settings
-from bot.store import Store, open_store
+from bot.core.settings import Settings
+from bot.core.store import Store, open_store
+from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
+from bot.devtools.sandbox import FAULTS
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
+from bot.devtools.scenarios import Scenario, load_scenarios
 from tests.fakes.worktool import FakeWorkTool
 
 ROBOT_ID = "robot-1"

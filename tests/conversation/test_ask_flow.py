@@ -7,7 +7,7 @@ import re
 from .conftest import MakeRig
 from .harness import GROUP, HEADER, step_searches
 
-STEP = 20031290017  # tests/scenarios/script_exit_code_1
+STEP = 20031290017  # corpus scenario script_exit_code_1
 ASK = "帮我看看这个任务为什么失败"
 
 

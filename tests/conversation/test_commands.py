@@ -5,7 +5,7 @@ from __future__ import annotations
 from .conftest import MakeRig
 from .harness import GROUP, HEADER, step_searches
 
-STEP = 20031290017  # tests/scenarios/script_exit_code_1
+STEP = 20031290017  # corpus scenario script_exit_code_1
 
 
 async def test_code_question_gets_the_exact_answer_without_a_model(

@@ -7,7 +7,7 @@ import asyncio
 from .conftest import MakeRig
 from .harness import GROUP, HEADER, callback_body, step_searches
 
-STEP = 20031290017  # tests/scenarios/script_exit_code_1
+STEP = 20031290017  # corpus scenario script_exit_code_1
 
 
 async def test_same_callback_three_times_gives_one_report(

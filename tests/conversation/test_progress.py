@@ -5,7 +5,7 @@ from __future__ import annotations
 from .conftest import MakeRig
 from .harness import GROUP, HEADER, slow_bklog, step_searches
 
-STEP = 20031290017  # tests/scenarios/script_exit_code_1
+STEP = 20031290017  # corpus scenario script_exit_code_1
 
 
 async def test_slow_analysis_sends_exactly_one_progress_message_first(

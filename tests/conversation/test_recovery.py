@@ -7,7 +7,7 @@ import asyncio
 from .conftest import MakeRig
 from .harness import HEADER, open_store_for, slow_bklog, step_searches
 
-STEP = 20031290017  # tests/scenarios/script_exit_code_1
+STEP = 20031290017  # corpus scenario script_exit_code_1
 
 
 async def test_second_instance_reclaims_an_interrupted_analysis(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .conftest import MakeRig
 from .harness import GROUP, HEADER
 
-STEP = 20031290017  # tests/scenarios/script_exit_code_1
+STEP = 20031290017  # corpus scenario script_exit_code_1
 
 
 async def test_server_errors_are_retried_and_one_copy_is_delivered(

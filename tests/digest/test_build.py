@@ -11,6 +11,11 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.app.services import build_bkjob
+from bot.core.settings import Settings
+from bot.core.store import Store, open_store
+from bot.devtools.sandbox import FAULTS, REQUESTS, gateway_error
+from bot.devtools.sandbox.bklog import recorded_queries
 from bot.digest.build import (
     Digest,
     DigestBuilder,
@@ -21,11 +26,6 @@ from bot.digest.build import (
 )
 from bot.digest.collect import DigestWindow
 from bot.digest.render import render_markdown, render_text
-from bot.sandbox import FAULTS, REQUESTS, gateway_error
-from bot.sandbox.bklog import recorded_queries
-from bot.services import build_bkjob
-from bot.settings import Settings
-from bot.store import Store, open_store
 from tests.digest.conftest import Serve
 from tests.digest.world import (
     AGENT_OFFLINE,

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 import pytest
 import structlog
 
-from bot.digest.cli import run_digest_command
-from bot.logsetup import configure_logging
-from bot.settings import Settings
+from bot.cli.digest import run_digest_command
+from bot.core.logsetup import configure_logging
+from bot.core.settings import Settings
 from tests.digest.conftest import Serve
 from tests.digest.world import AGENT_OFFLINE, SCRIPT_EXIT, TZ, World, before, world_settings
 from tests.fakes.wecom_webhook import FakeWeComWebhook

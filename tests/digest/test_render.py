@@ -6,6 +6,7 @@ import struct
 import zlib
 from datetime import datetime, timedelta
 
+from bot.delivery.render import utf8_len
 from bot.digest.build import BizTotal, Digest, DigestExample, DigestGroup, TrendDay
 from bot.digest.render import (
     BAR,
@@ -18,7 +19,6 @@ from bot.digest.render import (
     text_parts,
     trend_png,
 )
-from bot.render import utf8_len
 from tests.digest.world import TZ
 
 

@@ -20,21 +20,21 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Handler
 
-from bot.app import create_app
-from bot.channels.base import ChannelRegistry
+from bot.app.runtime import setup_runtime
+from bot.app.services import build_bkjob
+from bot.app.web import create_app
 from bot.channels.worktool.channel import WorkToolChannel, setup_worktool
 from bot.channels.worktool.sender import WorkToolSender
-from bot.delivery import Delivery
+from bot.core.metrics import Metrics
+from bot.core.settings import Settings
+from bot.core.store import Store, open_store
+from bot.delivery.outbox import Outbox
+from bot.delivery.port import ChannelRegistry
+from bot.delivery.send import Delivery
+from bot.devtools.sandbox import REQUESTS
 from bot.digest.build import DigestBuilder, DigestHistory, make_digest_analyzer
 from bot.digest.collect import DigestWindow
 from bot.digest.schedule import DIGEST_RUNNER, DigestPoster, DigestRunner, setup_digest
-from bot.metrics import Metrics
-from bot.outbox import Outbox
-from bot.runtime import setup_runtime
-from bot.sandbox import REQUESTS
-from bot.services import build_bkjob
-from bot.settings import Settings
-from bot.store import Store, open_store
 from tests.conftest import REDIS_URL
 from tests.digest.conftest import Serve
 from tests.digest.world import SCRIPT_EXIT, TZ, World, before, fire_at, world_settings

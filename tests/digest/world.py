@@ -1,6 +1,6 @@
 """A BK-JOB + BkLog world for digest tests and the digest bench.
 
-Scenario logs from `tests/scenarios/` are moved in time (record timestamps shifted so the chain
+Scenario logs from the scenario corpus are moved in time (record timestamps shifted so the chain
 starts at the chosen moment) and, when one scenario is used more than once, given fresh step,
 job and trace ids, so every failed step has its own coherent chain. The matching BK-JOB job
 instances carry the same ids and the chain's start/end times.
@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
-from bot.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
-from bot.sandbox.bklog import DocsProvider, create_bklog_app, docs_from_records
-from bot.scenarios import Scenario, load_scenarios
-from bot.settings import Settings
+from bot.core.settings import Settings
+from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
+from bot.devtools.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
+from bot.devtools.sandbox.bklog import DocsProvider, create_bklog_app, docs_from_records
+from bot.devtools.scenarios import Scenario, load_scenarios
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)

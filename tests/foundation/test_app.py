@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot import appkeys as K
-from bot.app import create_app
-from bot.settings import Settings
+from bot.app import keys as K
+from bot.app.web import create_app
+from bot.core.settings import Settings
 
 from ..conftest import REDIS_URL, require_redis
 

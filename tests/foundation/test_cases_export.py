@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.models import DiagnosisReport, Evidence, IncomingMessage
-from bot.reports import ReportStore
-from bot.scenarios import load_scenario
-from bot.store import open_store
+from bot.core.models import DiagnosisReport, Evidence, IncomingMessage
+from bot.core.store import open_store
+from bot.delivery.reports import ReportStore
+from bot.devtools.scenarios import load_scenario
 
 from ..conftest import REDIS_URL, require_redis
 

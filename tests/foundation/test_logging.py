@@ -5,9 +5,9 @@ import json
 
 import structlog
 
-from bot.logsetup import configure_logging, message_context
-from bot.models import IncomingMessage
-from bot.redact import Redactor
+from bot.core.logsetup import configure_logging, message_context
+from bot.core.models import IncomingMessage
+from bot.core.redact import Redactor
 
 
 def _capture(json_lines: bool, secrets: list[str]) -> tuple[io.StringIO, structlog.stdlib.BoundLogger]:

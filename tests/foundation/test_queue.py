@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.models import AnalysisJob, ChatTarget, IncomingMessage, Requester
-from bot.outbox import Outbox
-from bot.queue import Inbox, JobQueue
-from bot.store import Store
+from bot.core.models import AnalysisJob, ChatTarget, IncomingMessage, Requester
+from bot.core.store import Store
+from bot.delivery.outbox import Outbox
+from bot.delivery.queue import Inbox, JobQueue
 
 
 def _msg(text: str = "@bot 20031265375") -> IncomingMessage:

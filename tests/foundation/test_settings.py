@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.resources import data_file
-from bot.settings import ConfigError, Settings, load_settings
+from bot.core.resources import data_file
+from bot.core.settings import ConfigError, Settings, load_settings
 
 
 def test_defaults_need_no_file() -> None:

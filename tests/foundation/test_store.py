@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.store import Store
+from bot.core.store import Store
 
 
 async def test_claim_is_first_wins_and_expires(store: Store) -> None:

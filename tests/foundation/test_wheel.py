@@ -69,18 +69,20 @@ def test_wheel_installs_and_finds_packaged_data(tmp_path: Path) -> None:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOB_DOCTOR_", "PYTHON"))}
     probe = (
-        "import bot, bot.resources as r; "
+        "import bot, bot.core.resources as r; "
         "print(bot.__file__); "
         "print(r.data_file('config', 'job-doctor.example.toml')); "
-        "print(r.data_dir('prompts')); print(r.data_dir('scenarios'))"
+        "print(r.data_dir('prompts')); "
+        "import bot.devtools.scenarios as s; print(s.CORPUS); print(len(s.load_scenarios()))"
     )
     res = subprocess.run(
         [str(py), "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, check=False
     )
     assert res.returncode == 0, res.stderr
-    lines = res.stdout.splitlines()
+    *lines, count = res.stdout.splitlines()
     assert all(purelib in line for line in lines), lines  # nothing comes from the source tree
-    assert all("_data" in line for line in lines[1:])
+    assert all("_data" in line for line in lines[1:3])
+    assert int(count) >= 40  # the scenario corpus ships inside the package
 
     helped = subprocess.run(
         [str(py), "-m", "bot", "--help"], capture_output=True, text=True, cwd=tmp_path, env=env, check=False

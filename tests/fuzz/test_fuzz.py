@@ -18,15 +18,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.app import create_app
+from bot.app.runtime import setup_runtime
+from bot.app.web import create_app
 from bot.channels.wecom.crypto import WeComCrypto, WeComCryptoError
 from bot.channels.worktool.channel import setup_worktool
 from bot.channels.worktool.parse import Ignored, to_incoming
+from bot.core.models import IncomingMessage
+from bot.core.settings import Settings
 from bot.diagnosis.parser import parse_record, parse_text
-from bot.ids import extract_ids
-from bot.models import IncomingMessage
-from bot.runtime import setup_runtime
-from bot.settings import Settings
+from handlers.ids import extract_ids
 
 SMALL = 300
 BIG = int(os.environ.get("JOB_DOCTOR_FUZZ_EXAMPLES", "10000"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.ids import ExtractedIds, IdRef, extract_ids
+from handlers.ids import ExtractedIds, IdRef, extract_ids
 
 STEP = 20031265375
 TASK = 20026160406

@@ -8,7 +8,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.ids import extract_ids
+from handlers.ids import extract_ids
 
 ids = st.integers(min_value=1, max_value=2**63 - 1)
 wrappers = st.sampled_from(

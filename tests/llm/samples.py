@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.models import DiagnosisReport, Evidence, TimelineEntry
+from bot.core.models import DiagnosisReport, Evidence, TimelineEntry
 
 TRACE = "5f0c3a9e8b7d4c2a1e6f0b9d8c7a6e5f"
 J, S, G = 20026160406, 20031265375, 88

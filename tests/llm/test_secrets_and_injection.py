@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from bot.core.settings import Settings
 from bot.llm.client import LlmClient
 from bot.llm.diagnose import answer_question, llm_diagnose
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber, SecretLeak
-from bot.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI, answer_json, tool_call
 from tests.llm import samples
 from tests.llm.samples import LINES, candidate, model_answer

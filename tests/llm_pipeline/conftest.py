@@ -12,19 +12,19 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from bot.diagnosis.model import make_model_step, metrics_observer
+from bot.app.services import build_analyzer, build_bklog
+from bot.core.metrics import Metrics
+from bot.core.models import DiagnosisReport
+from bot.core.settings import Settings
+from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET, last_timestamp, sandbox_settings
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
+from bot.devtools.scenarios import Scenario
+from bot.diagnosis.llm_step import make_model_step, metrics_observer
 from bot.diagnosis.pipeline import AnalysisRequest, Analyzer
-from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET, last_timestamp, sandbox_settings
 from bot.llm.budget import TokenBudget
 from bot.llm.client import LlmClient
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber
-from bot.metrics import Metrics
-from bot.models import DiagnosisReport
-from bot.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
-from bot.scenarios import Scenario
-from bot.services import build_analyzer, build_bklog
-from bot.settings import Settings
 from tests.fakes.openai_server import FakeOpenAI
 
 from .helpers import CONFIGURED_SECRET, scenario

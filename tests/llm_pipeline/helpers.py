@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.scenarios import Scenario, load_scenarios
+from bot.devtools.scenarios import Scenario, load_scenarios
 from tests.fakes.openai_server import Behaviour, answer_json, tool_call
 
 SCENARIO = "agent_offline_117"  # two hosts, GSE error_code 117 on one: agent_abnormal, conf 0.85

@@ -10,12 +10,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.app import create_app
+from bot.app.runtime import setup_runtime
+from bot.app.services import setup_pipeline
+from bot.app.web import create_app
 from bot.channels.console import CONSOLE, setup_console
+from bot.core.settings import Settings
 from bot.llm.budget import BUDGET_NOTICE
-from bot.runtime import setup_runtime
-from bot.services import setup_pipeline
-from bot.settings import Settings
 from tests.console.helpers import Page, is_bot
 from tests.fakes.openai_server import Answer, Behaviour, Hang
 
@@ -35,7 +35,7 @@ _QUESTION = re.compile(r"<question>\n?(.*?)\n?</question>", re.S)
 
 
 def app_settings(rig: Rig, key_prefix: str, **llm: Any) -> Settings:
-    from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
+    from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
 
     code, secret, user = SANDBOX_APP
     cfg: dict[str, Any] = {"base_url": rig.fake_url, "api_key": API_KEY, "model": "m", "timeout_s": 3.0}

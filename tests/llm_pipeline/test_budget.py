@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from bot.diagnosis.model import budget_key_of, budget_scope
+from bot.core.models import AnalysisJob, ChatTarget, Requester
+from bot.core.store import Store
+from bot.diagnosis.llm_step import budget_key_of, budget_scope
 from bot.llm.budget import BUDGET_NOTICE, TokenBudget
-from bot.models import AnalysisJob, ChatTarget, Requester
-from bot.store import Store
 
 from .conftest import Rig
 from .helpers import QuotingModel

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
+from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
 
 from .conftest import API_KEY, Rig
 from .helpers import STEP, QuotingModel

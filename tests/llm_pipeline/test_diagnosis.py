@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bot.diagnosis.model import FALLBACK_NOTICE
+from bot.devtools.sandbox import FAULTS
+from bot.diagnosis.llm_step import FALLBACK_NOTICE
 from bot.llm.diagnose import CONTRADICTION_CONFIDENCE_CAP
-from bot.sandbox import FAULTS
 from tests.fakes.openai_server import Answer, Behaviour, Garbage, Hang, rate_limited, server_error
 
 from .conftest import Rig, RigFactory

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import structlog
 
-from bot.logsetup import configure_logging
-from bot.redact import Redactor
-from bot.render import render_markdown, render_text
-from bot.settings import Settings
+from bot.core.logsetup import configure_logging
+from bot.core.redact import Redactor
+from bot.core.settings import Settings
+from bot.delivery.render import render_markdown, render_text
 from tests.fakes.openai_server import Behaviour, server_error, tool_call
 
 from .conftest import API_KEY, Rig, RigFactory

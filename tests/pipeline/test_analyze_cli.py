@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.sandbox import FAULTS, Fault, start_site
-from bot.sandbox.bklog import create_bklog_app, docs_from_records
-from bot.scenarios import load_scenarios
+from bot.devtools.sandbox import FAULTS, Fault, start_site
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
+from bot.devtools.scenarios import load_scenarios
 
 REPO = Path(__file__).resolve().parents[2]
 APP = ("cli-test", "cli-secret", "tester")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from bot.evaluate import run_scenario
-from bot.scenarios import load_scenarios
+from bot.devtools.evaluate import run_scenario
+from bot.devtools.scenarios import load_scenarios
 
 SCENARIOS = load_scenarios()
 

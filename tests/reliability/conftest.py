@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from redis.exceptions import RedisError
 
-from bot.store import open_store
+from bot.core.store import open_store
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.worktool import FakeWorkTool
 

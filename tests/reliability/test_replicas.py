@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bot.core.store import open_store
+from bot.devtools.evaluate import SANDBOX_APP
 from bot.digest.render import TEXT_TITLE as DIGEST_TITLE
-from bot.evaluate import SANDBOX_APP
-from bot.ids import extract_ids
-from bot.store import open_store
+from handlers.ids import extract_ids
 from tests.digest.world import SCRIPT_EXIT, TZ, TZ_NAME
 from tests.digest.world import World as DigestWorld
 from tests.fakes.openai_server import FakeOpenAI

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app import create_app
-from bot.components import app_components
-from bot.settings import load_settings
+from bot.app.components import app_components
+from bot.app.web import create_app
+from bot.core.settings import load_settings
 from handlers.texts import RATE_LIMITED
 from tests.fakes.wecom_aibot import AES_KEY, WeComAibotSide
 from tests.fakes.wecom_aibot import TOKEN as AIBOT_TOKEN

@@ -1,7 +1,7 @@
 """The world around the bot processes: fakes served from the test process on 127.0.0.1 ports.
 
 - the WorkTool cloud (`FakeWorkTool`: send API + execution history, with faults);
-- the sandbox BkLog gateway (`bot.sandbox.bklog`, faults through `app[FAULTS]`);
+- the sandbox BkLog gateway (`bot.devtools.sandbox.bklog`, faults through `app[FAULTS]`);
 - an OpenAI-compatible model (`FakeOpenAI`, every request recorded).
 
 `bot_env` turns the world into the `JOB_DOCTOR_*` variables a `serve` process is started with.
@@ -22,10 +22,10 @@ import aiohttp
 import redis.exceptions
 from aiohttp import web
 
-from bot.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
-from bot.sandbox import FAULTS, Faults
-from bot.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
-from bot.scenarios import Scenario, load_scenarios
+from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
+from bot.devtools.sandbox import FAULTS, Faults
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
+from bot.devtools.scenarios import Scenario, load_scenarios
 from tests.conversation.harness import callback_body as conversation_callback_body
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.worktool import FakeWorkTool

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.models import Actions, DiagnosisReport, Evidence, TimelineEntry
-from bot.render import (
+from bot.core.models import Actions, DiagnosisReport, Evidence, TimelineEntry
+from bot.delivery.render import (
     SHORTENED_NOTE,
     render_markdown,
     render_text,

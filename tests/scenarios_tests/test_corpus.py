@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bot.models import PHASES
-from bot.resources import data_dir
-from bot.scenarios import (
+from bot.core.models import PHASES
+from bot.devtools.scenarios import (
+    CORPUS,
     Scenario,
     ScenarioExpectation,
     decode_log_bytes,
@@ -53,7 +53,7 @@ def records_with_trace(scenario: Scenario) -> list[tuple[str, str]]:
 
 
 def test_default_root_is_the_packaged_corpus() -> None:
-    root = data_dir("scenarios")
+    root = CORPUS
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert folders == IDS
     assert all((root / name / "logs.txt").is_file() for name in folders)
@@ -302,7 +302,7 @@ def test_engine_scenarios_have_job_event_lines_for_their_job(scenario: Scenario)
 
 
 def test_readme_lists_every_scenario_with_its_stage_and_fault_side() -> None:
-    readme = (data_dir("scenarios") / "README.md").read_text(encoding="utf-8")
+    readme = (CORPUS / "README.md").read_text(encoding="utf-8")
     for scenario in SCENARIOS:
         row = f"| `{scenario.name}` | {scenario.expected.stage} | {scenario.expected.fault_side} |"
         assert row in readme, f"README.md has no row for {scenario.name}"

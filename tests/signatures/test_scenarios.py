@@ -6,14 +6,13 @@ The pipeline feeds the catalog only the diagnosed run (its traceIds); that filte
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from bot.devtools.scenarios import CORPUS
 from bot.diagnosis.parser import parse_text
 from bot.diagnosis.signatures import Catalog, load_catalog
 
-CORPUS = Path(__file__).resolve().parents[1] / "scenarios"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expected.json").is_file()) if CORPUS.is_dir() else []
 
 

@@ -24,7 +24,7 @@ from bot.channels.worktool.parse import (
     parse_request,
     to_incoming,
 )
-from bot.models import IncomingMessage
+from bot.core.models import IncomingMessage
 
 ROBOT = "robot-1"
 BOT = "job-doctor"

@@ -23,8 +23,8 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, web
 
-from bot.models import ChatTarget, Reply
-from bot.render import HEADER_PREFIX
+from bot.core.models import ChatTarget, Reply
+from bot.delivery.render import HEADER_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +75,7 @@ class _ChatLog:
 
 
 class ConsoleChannel:
-    """`bot.channels.base.Channel` for the browser console, plus the socket hub it needs."""
+    """`bot.delivery.port.Channel` for the browser console, plus the socket hub it needs."""
 
     name = CHANNEL_NAME
 

@@ -33,8 +33,8 @@ from aiohttp import WSMsgType, web
 from redis.exceptions import RedisError
 from yarl import URL
 
-from bot import appkeys as K
-from bot.channels.base import ChannelRegistry
+from bot.app import keys as K
+from bot.app.runtime import CHANNELS, INBOX, REPORTS
 from bot.channels.console.channel import (
     CHANNEL_NAME,
     GROUP_CHAT_ID,
@@ -43,11 +43,11 @@ from bot.channels.console.channel import (
     Subscriber,
     private_chat_id,
 )
-from bot.models import FAULT_SIDE_ZH, STAGE_ZH, IncomingMessage
-from bot.render import report_header
-from bot.reports import StoredReport
-from bot.runtime import CHANNELS, INBOX, REPORTS
-from bot.store import StoreError
+from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, IncomingMessage
+from bot.core.store import StoreError
+from bot.delivery.port import ChannelRegistry
+from bot.delivery.render import report_header
+from bot.delivery.reports import StoredReport
 
 log = structlog.get_logger(__name__)
 

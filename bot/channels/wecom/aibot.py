@@ -31,12 +31,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bot import appkeys as K
-from bot.channels.base import ChannelRegistry, SendError, SendUnknown
-from bot.models import ChatTarget, IncomingMessage, Reply
-from bot.render import HEADER_PREFIX, MARKDOWN_MAX_BYTES, utf8_len
-from bot.runtime import CHANNELS
-from bot.store import Store
+from bot.app import keys as K
+from bot.app.runtime import CHANNELS
+from bot.core.models import ChatTarget, IncomingMessage, Reply
+from bot.core.store import Store
+from bot.delivery.port import ChannelRegistry, SendError, SendUnknown
+from bot.delivery.render import HEADER_PREFIX, MARKDOWN_MAX_BYTES, utf8_len
 
 log = structlog.get_logger(__name__)
 
@@ -391,7 +391,7 @@ def _guess_kind(part: str) -> str:
 
 
 class AibotChannel:
-    """`bot.channels.base.Channel` for the WeCom AI bot, both modes (mode in ``reply_context``)."""
+    """`bot.delivery.port.Channel` for the WeCom AI bot, both modes (mode in ``reply_context``)."""
 
     name = CHANNEL_NAME
 

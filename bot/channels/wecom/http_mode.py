@@ -20,7 +20,8 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bot import appkeys as K
+from bot.app import keys as K
+from bot.app.runtime import INBOX
 from bot.channels.wecom.aibot import (
     UNSUPPORTED,
     WELCOME,
@@ -35,8 +36,7 @@ from bot.channels.wecom.aibot import (
     to_incoming,
 )
 from bot.channels.wecom.crypto import WeComCrypto, WeComCryptoError, restore_plus
-from bot.runtime import INBOX
-from bot.settings import ConfigError
+from bot.core.settings import ConfigError
 
 log = structlog.get_logger(__name__)
 

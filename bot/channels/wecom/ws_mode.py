@@ -54,7 +54,8 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bot import appkeys as K
+from bot.app import keys as K
+from bot.app.runtime import INBOX
 from bot.channels.wecom.aibot import (
     UNSUPPORTED,
     WELCOME,
@@ -68,10 +69,9 @@ from bot.channels.wecom.aibot import (
     stream_id_for,
     to_incoming,
 )
-from bot.metrics import Metrics
-from bot.models import IncomingMessage
-from bot.runtime import INBOX
-from bot.store import Store
+from bot.core.metrics import Metrics
+from bot.core.models import IncomingMessage
+from bot.core.store import Store
 
 log = structlog.get_logger(__name__)
 

@@ -15,8 +15,8 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bot import appkeys as K
-from bot.channels.base import ChannelRegistry, SendError
+from bot.app import keys as K
+from bot.app.runtime import CHANNELS, INBOX
 from bot.channels.worktool.parse import (
     CallbackBodyError,
     Ignored,
@@ -25,9 +25,9 @@ from bot.channels.worktool.parse import (
     to_incoming,
 )
 from bot.channels.worktool.sender import HistoryUnavailable, WorkToolSender
-from bot.models import ChatTarget, Reply
-from bot.render import HEADER_PREFIX, split_parts
-from bot.runtime import CHANNELS, INBOX
+from bot.core.models import ChatTarget, Reply
+from bot.delivery.port import ChannelRegistry, SendError
+from bot.delivery.render import HEADER_PREFIX, split_parts
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bot.models import IncomingMessage, utcnow
+from bot.core.models import IncomingMessage, utcnow
 
 CHANNEL = "worktool"
 GROUP_ROOM_TYPES = frozenset({1, 3})  # 外部群, 内部群

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bot.channels.base import SendError, SendUnknown
+from bot.delivery.port import SendError, SendUnknown
 
 log = structlog.get_logger(__name__)
 

@@ -14,6 +14,9 @@ from bot.clients.bkjob import BkJobClient
 from bot.clients.bklog import BkLogClient
 from bot.clients.gateway import GatewayError
 from bot.clients.gse import GseClient
+from bot.core.metrics import Metrics
+from bot.core.models import AnalysisJob, DiagnosisReport
+from bot.core.settings import Settings
 from bot.diagnosis.collector import Collected
 from bot.diagnosis.condense import Condensed
 from bot.diagnosis.pipeline import ModelStep
@@ -22,9 +25,6 @@ from bot.llm.client import CallEvent, CallObserver, LlmClient
 from bot.llm.diagnose import llm_diagnose
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber
-from bot.metrics import Metrics
-from bot.models import AnalysisJob, DiagnosisReport
-from bot.settings import Settings
 
 log = structlog.get_logger(__name__)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
-from bot.health import Health
-from bot.metrics import Metrics
-from bot.redact import Redactor
-from bot.settings import Settings
-from bot.store import Store
-from bot.tasks import TaskTracker
+from bot.app.health import Health
+from bot.core.metrics import Metrics
+from bot.core.redact import Redactor
+from bot.core.settings import Settings
+from bot.core.store import Store
+from bot.core.tasks import TaskTracker
 
 SETTINGS = web.AppKey("settings", Settings)
 MODE = web.AppKey("mode", str)  # "serve" | "demo"

@@ -19,11 +19,11 @@ import structlog
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from bot.metrics import Metrics
-from bot.models import AnalysisJob, DiagnosisReport, IncomingMessage, Requester
-from bot.queue import Entry, Inbox, JobQueue, StreamQueue
-from bot.reports import ReportStore
-from bot.store import Store
+from bot.core.metrics import Metrics
+from bot.core.models import AnalysisJob, DiagnosisReport, IncomingMessage, Requester
+from bot.core.store import Store
+from bot.delivery.queue import Entry, Inbox, JobQueue, StreamQueue
+from bot.delivery.reports import ReportStore
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T", bound=BaseModel)

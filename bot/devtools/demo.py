@@ -12,12 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox import start_site
-from bot.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
-from bot.sandbox.bklog import create_bklog_app, docs_from_records
-from bot.sandbox.gse import create_gse_app
-from bot.scenarios import Scenario, load_scenarios, time_span
-from bot.settings import Settings
+from bot.core.settings import Settings
+from bot.devtools.sandbox import start_site
+from bot.devtools.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
+from bot.devtools.sandbox.gse import create_gse_app
+from bot.devtools.scenarios import Scenario, load_scenarios, time_span
 
 DEMO_APP = ("job-doctor-demo", "demo-secret", "demo")
 DEMO_INDEX_SET = 1

@@ -11,10 +11,10 @@ from aiohttp import web
 from bot.clients.bkjob import BkJobClient
 from bot.clients.bklog import BkLogClient, load_query_templates
 from bot.clients.gse import GseClient
+from bot.core.metrics import Metrics
+from bot.core.settings import Settings
 from bot.diagnosis.pipeline import Analyzer, ModelStep
 from bot.diagnosis.signatures import load_catalog
-from bot.metrics import Metrics
-from bot.settings import Settings
 
 
 def build_bklog(settings: Settings, session: aiohttp.ClientSession) -> BkLogClient | None:
@@ -94,22 +94,22 @@ def setup_pipeline(app: web.Application) -> None:
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
-    from bot import appkeys as K
-    from bot.diagnosis.model import (
+    from bot.app import keys as K
+    from bot.app.runtime import ANALYZE, MODEL_ANSWER, RESOLVE_TASK
+    from bot.core.models import AnalysisJob, DiagnosisReport, IncomingMessage
+    from bot.diagnosis.llm_step import (
         budget_key_of,
         budget_scope,
         make_model_step,
         metrics_observer,
         scrub_report,
     )
-    from bot.ids import IdRef
     from bot.llm.budget import TokenBudget
     from bot.llm.client import LlmClient
     from bot.llm.diagnose import answer_question
     from bot.llm.prompts import PromptLibrary
     from bot.llm.scrub import Scrubber
-    from bot.models import AnalysisJob, DiagnosisReport, IncomingMessage
-    from bot.runtime import ANALYZE, MODEL_ANSWER, RESOLVE_TASK
+    from handlers.ids import IdRef
     from handlers.knowledge import knowledge_snippet
 
     settings, session, metrics = app[K.SETTINGS], app[K.HTTP], app[K.METRICS]

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from bot.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport, Evidence
+from bot.core.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport, Evidence
 
 HEADER_PREFIX = "【job-doctor 诊断报告】"
 MARKDOWN_MAX_BYTES = 20480  # AI bot stream content / response_url markdown (wecom-channels.md §2)

@@ -15,8 +15,13 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from bot.channels.base import ChannelRegistry
-from bot.delivery import Delivery, delivery_key
+from bot.app.services import build_bkjob
+from bot.core.metrics import Metrics
+from bot.core.settings import Settings
+from bot.core.store import Store, open_store
+from bot.delivery.outbox import Outbox
+from bot.delivery.port import ChannelRegistry
+from bot.delivery.send import Delivery, delivery_key
 from bot.digest.build import (
     DEFAULT_BKLOG_QUERIES_PER_S,
     DigestBuilder,
@@ -27,11 +32,6 @@ from bot.digest.build import (
 from bot.digest.collect import DigestWindow
 from bot.digest.render import render_text
 from bot.digest.schedule import DigestPoster, Target
-from bot.metrics import Metrics
-from bot.outbox import Outbox
-from bot.services import build_bkjob
-from bot.settings import Settings
-from bot.store import Store, open_store
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox import GatewayAuth, gateway_app, read_json
+from bot.devtools.sandbox import GatewayAuth, gateway_app, read_json
 
 CODE_MISSING_PARAM = 1241001
 CODE_ILLEGAL_PARAM = 1241002

@@ -1,6 +1,6 @@
 """The scenario corpus: realistic BK-JOB engine logs of failed steps, stored as data.
 
-One folder per scenario (`tests/scenarios/<name>/`, packaged as `bot/_data/scenarios/`):
+One folder per scenario (`bot/devtools/corpus/<name>/`, shipped inside the package):
 `logs.txt` holds raw engine log records as BkLog returns them in `log` (a record starts with a
 timestamp, stack-trace lines follow it) and `expected.json` the expected diagnosis. The test suite
 runs every scenario through the pipeline, `job-doctor demo` serves them as its sample BkLog, and
@@ -19,12 +19,12 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bot.core.models import FaultSide, Stage
 from bot.diagnosis.parser import split_records as parser_split_records
-from bot.models import FaultSide, Stage
-from bot.resources import data_dir
 
 LOGS_FILE = "logs.txt"
 EXPECTED_FILE = "expected.json"
+CORPUS = Path(__file__).resolve().parent / "corpus"  # the scenario corpus the product ships
 
 # A record starts at a timestamp-led line: `[2024-05-30 11:09:00.240] ...` (file pattern) or
 # `2024-05-30 11:09:00.240 ...` (≤3.12 console pattern). Anything else continues the record.
@@ -129,7 +129,7 @@ def load_scenario(path: Path) -> Scenario:
 
 def load_scenarios(root: Path | None = None) -> list[Scenario]:
     """Every scenario folder under root (default: the packaged corpus), sorted by name."""
-    base = root if root is not None else data_dir("scenarios")
+    base = root if root is not None else CORPUS
     folders = sorted(p for p in base.iterdir() if p.is_dir() and (p / EXPECTED_FILE).is_file())
     return [load_scenario(p) for p in folders]
 

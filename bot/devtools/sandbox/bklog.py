@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from bot.sandbox import REQUESTS, GatewayAuth, envelope, gateway_app, read_json
-from bot.sandbox.lucene import (
+from bot.devtools.sandbox import REQUESTS, GatewayAuth, envelope, gateway_app, read_json
+from bot.devtools.sandbox.lucene import (
     TEXT_FIELDS,
     Bool,
     LuceneSyntaxError,

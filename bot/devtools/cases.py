@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.reports import ReportStore
-from bot.scenarios import write_scenario
-from bot.settings import Settings
-from bot.store import open_store
+from bot.core.settings import Settings
+from bot.core.store import open_store
+from bot.delivery.reports import ReportStore
+from bot.devtools.scenarios import write_scenario
 
 
 async def export_disputed(settings: Settings, target: Path) -> list[Path]:

@@ -20,8 +20,8 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ResponseError
 
-from bot.models import AnalysisJob, IncomingMessage, Requester
-from bot.store import Store
+from bot.core.models import AnalysisJob, IncomingMessage, Requester
+from bot.core.store import Store
 
 T = TypeVar("T", bound=BaseModel)
 

@@ -1,7 +1,7 @@
 """Application factory: `create_app(settings)` wires resources, routes and components.
 
 Resources are opened and closed through `cleanup_ctx` (in registration order, closed in
-reverse) and reached through the typed keys in `bot.appkeys`. Features register themselves
+reverse) and reached through the typed keys in `bot.app.keys`. Features register themselves
 as components: a function that receives the app and adds routes and cleanup contexts.
 """
 
@@ -15,14 +15,14 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bot import appkeys as K
-from bot.health import Health
-from bot.metrics import CONTENT_TYPE, Metrics
-from bot.probes import register_probes
-from bot.redact import Redactor
-from bot.settings import Settings
-from bot.store import StoreError, open_store
-from bot.tasks import TaskTracker
+from bot.app import keys as K
+from bot.app.health import Health
+from bot.app.probes import register_probes
+from bot.core.metrics import CONTENT_TYPE, Metrics
+from bot.core.redact import Redactor
+from bot.core.settings import Settings
+from bot.core.store import StoreError, open_store
+from bot.core.tasks import TaskTracker
 
 log = structlog.get_logger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox import GatewayAuth, envelope, gateway_app, read_json
+from bot.devtools.sandbox import GatewayAuth, envelope, gateway_app, read_json
 
 CODE_AGENT_NOT_FOUND = 1010001  # older GSE answer for unknown agent ids (exact code UNCONFIRMED)
 

@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from bot import __version__
-from bot.health import Health
-from bot.logsetup import configure_logging
-from bot.probes import register_probes
-from bot.redact import Redactor
-from bot.settings import ConfigError, Settings, load_settings
-from bot.store import open_store
+from bot.app.health import Health
+from bot.app.probes import register_probes
+from bot.core.logsetup import configure_logging
+from bot.core.redact import Redactor
+from bot.core.settings import ConfigError, Settings, load_settings
+from bot.core.store import open_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_eval(args))
         if command == "digest":
             configure_logging(json_lines=False, level="WARNING", redactor=redactor)
-            from bot.digest.cli import run_digest_command
+            from bot.cli.digest import run_digest_command
 
             return asyncio.run(run_digest_command(settings, dry_run=args.dry_run, as_json=args.json))
         if command == "cases":
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, mode: str) -> int:
-    from bot.server import PortInUse
+    from bot.app.server import PortInUse
 
     configure_logging(
         json_lines=(mode == "serve" and not sys.stderr.isatty()), level=settings.log_level, redactor=redactor
@@ -138,14 +138,14 @@ def _serve(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, 
 
 
 async def _run(settings: Settings, redactor: Redactor, args: argparse.Namespace, *, mode: str) -> None:
-    from bot.app import create_app
-    from bot.components import app_components, attach_samples
-    from bot.server import run_server
+    from bot.app.components import app_components, attach_samples
+    from bot.app.server import run_server
+    from bot.app.web import create_app
 
     box = None
     samples: list[dict[str, object]] = []
     if mode == "demo":
-        from bot.demo import demo_settings, start_sandbox
+        from bot.devtools.demo import demo_settings, start_sandbox
 
         box = await start_sandbox()
         settings = demo_settings(settings, box)
@@ -190,9 +190,9 @@ def _parse_when(value: str | None, tz: str) -> datetime | None:
 
 
 async def _analyze(settings: Settings, redactor: Redactor, args: argparse.Namespace) -> int:
+    from bot.app.services import build_analyzer
+    from bot.delivery.render import render_text
     from bot.diagnosis.pipeline import AnalysisRequest, BkLogAuthError
-    from bot.render import render_text
-    from bot.services import build_analyzer
 
     step_id: int | None = None
     request_id: str | None = None
@@ -231,7 +231,7 @@ async def _analyze(settings: Settings, redactor: Redactor, args: argparse.Namesp
         analyzer = build_analyzer(settings, session)
         llm = None
         if use_model:
-            from bot.diagnosis.model import make_model_step
+            from bot.diagnosis.llm_step import make_model_step
             from bot.llm.client import LlmClient
             from bot.llm.prompts import PromptLibrary
             from bot.llm.scrub import Scrubber
@@ -275,7 +275,7 @@ async def _analyze(settings: Settings, redactor: Redactor, args: argparse.Namesp
 async def _eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bot.evaluate import format_results, run_all
+    from bot.devtools.evaluate import format_results, run_all
 
     results = await run_all(Path(args.scenarios) if args.scenarios else None)
     if args.json:
@@ -297,7 +297,7 @@ async def _eval(args: argparse.Namespace) -> int:
 async def _cases_export(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bot.cases import export_disputed
+    from bot.devtools.cases import export_disputed
 
     if not settings.redis_url:
         print(

@@ -13,17 +13,17 @@ from typing import Any
 
 import structlog
 
-from bot.delivery import Delivery, DeliveryFailed, delivery_key
-from bot.ids import IdRef
-from bot.metrics import Metrics
-from bot.models import AnalysisJob, ChatTarget, IncomingMessage, Reply, ReplyKind, Requester
-from bot.queue import JobQueue
-from bot.render import render_text
-from bot.reports import ReportStore
-from bot.settings import Settings
-from bot.store import Store
-from bot.tasks import TaskTracker
+from bot.core.metrics import Metrics
+from bot.core.models import AnalysisJob, ChatTarget, IncomingMessage, Reply, ReplyKind, Requester
+from bot.core.settings import Settings
+from bot.core.store import Store
+from bot.core.tasks import TaskTracker
+from bot.delivery.queue import JobQueue
+from bot.delivery.render import render_text
+from bot.delivery.reports import ReportStore
+from bot.delivery.send import Delivery, DeliveryFailed, delivery_key
 from handlers import texts
+from handlers.ids import IdRef
 
 log = structlog.get_logger(__name__)
 

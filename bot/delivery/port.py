@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bot.models import ChatTarget, Reply
+from bot.core.models import ChatTarget, Reply
 
 
 class SendError(Exception):

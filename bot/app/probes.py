@@ -10,10 +10,10 @@ from typing import Any
 
 import aiohttp
 
+from bot.app.health import Health, Probe
 from bot.clients.gateway import ApiCredentials, ApiError, Envelope, auth_headers, classify
-from bot.health import Health, Probe
-from bot.settings import Credentials, Settings
-from bot.store import Store
+from bot.core.settings import Credentials, Settings
+from bot.core.store import Store
 
 
 class ProbeFailed(Exception):

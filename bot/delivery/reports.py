@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bot.models import DiagnosisReport, IncomingMessage
-from bot.store import Store
+from bot.core.models import DiagnosisReport, IncomingMessage
+from bot.core.store import Store
 
 RETENTION_S = 7 * 86400.0
 

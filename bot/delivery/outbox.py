@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from bot.store import Store
+from bot.core.store import Store
 
 BeginResult = Literal["send", "skip", "busy", "recover"]
 

@@ -15,20 +15,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from bot import appkeys as K
-from bot.channels.base import ChannelRegistry
-from bot.conversation import ConversationService
-from bot.delivery import Delivery, delivery_key
-from bot.ids import IdRef
-from bot.logsetup import message_context
-from bot.models import AnalysisJob, DiagnosisReport, IncomingMessage, Reply, Requester
-from bot.outbox import Outbox
-from bot.queue import Inbox, JobQueue
-from bot.render import render_markdown, render_text, report_header
-from bot.reports import ReportStore
-from bot.worker import InboxConsumer, JobWorker, raise_if_cancelling
+from bot.app import keys as K
+from bot.core.logsetup import message_context
+from bot.core.models import AnalysisJob, DiagnosisReport, IncomingMessage, Reply, Requester
+from bot.delivery.outbox import Outbox
+from bot.delivery.port import ChannelRegistry
+from bot.delivery.queue import Inbox, JobQueue
+from bot.delivery.render import render_markdown, render_text, report_header
+from bot.delivery.reports import ReportStore
+from bot.delivery.send import Delivery, delivery_key
+from bot.delivery.worker import InboxConsumer, JobWorker, raise_if_cancelling
 from handlers import knowledge
+from handlers.ids import IdRef
 from handlers.router import Router
+from handlers.service import ConversationService
 
 log = structlog.get_logger(__name__)
 

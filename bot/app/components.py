@@ -6,10 +6,10 @@ import importlib
 
 from aiohttp import web
 
-from bot.app import Component
+from bot.app.runtime import setup_runtime
+from bot.app.services import setup_pipeline
+from bot.app.web import Component
 from bot.channels.worktool.channel import setup_worktool
-from bot.runtime import setup_runtime
-from bot.services import setup_pipeline
 
 
 def _optional(module: str, name: str) -> Component | None:

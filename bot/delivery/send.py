@@ -8,11 +8,11 @@ import time
 
 import structlog
 
-from bot.channels.base import ChannelRegistry, SendError, SendUnknown
-from bot.metrics import Metrics
-from bot.models import Reply
-from bot.outbox import Outbox
-from bot.redact import Redactor
+from bot.core.metrics import Metrics
+from bot.core.models import Reply
+from bot.core.redact import Redactor
+from bot.delivery.outbox import Outbox
+from bot.delivery.port import ChannelRegistry, SendError, SendUnknown
 
 log = structlog.get_logger(__name__)
 

@@ -14,13 +14,13 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
+from bot.app.services import build_analyzer
+from bot.core.models import DiagnosisReport
+from bot.core.settings import Settings
+from bot.devtools.sandbox import start_site
+from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
+from bot.devtools.scenarios import Scenario, load_scenarios, time_span
 from bot.diagnosis.pipeline import AnalysisRequest
-from bot.models import DiagnosisReport
-from bot.sandbox import start_site
-from bot.sandbox.bklog import create_bklog_app, docs_from_records
-from bot.scenarios import Scenario, load_scenarios, time_span
-from bot.services import build_analyzer
-from bot.settings import Settings
 
 SANDBOX_APP = ("job-doctor-sandbox", "sandbox-secret", "sandbox")
 SANDBOX_INDEX_SET = 1

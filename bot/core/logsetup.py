@@ -14,8 +14,8 @@ from typing import Any, TextIO
 
 import structlog
 
-from bot.models import IncomingMessage
-from bot.redact import Redactor
+from bot.core.models import IncomingMessage
+from bot.core.redact import Redactor
 
 
 def _redaction_processor(redactor: Redactor) -> structlog.types.Processor:

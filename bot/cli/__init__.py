@@ -1,0 +1,1 @@
+"""The `job-doctor` command line."""

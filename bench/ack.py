@@ -111,7 +111,6 @@ def bot_settings(redis_url: str, prefix: str) -> Any:
 
 
 async def serve_bot(redis_url: str, prefix: str, port_file: Path) -> None:
-    from bot.app.components import app_components
     from bot.app.server import run_server
     from bot.app.web import create_app
     from bot.core.logsetup import configure_logging
@@ -119,7 +118,7 @@ async def serve_bot(redis_url: str, prefix: str, port_file: Path) -> None:
     settings = bot_settings(redis_url, prefix)
     # As `serve` logs when stderr is not a terminal: JSON lines.
     configure_logging(json_lines=True, level=settings.log_level)
-    app = create_app(settings, components=app_components())
+    app = await create_app(settings)
     instrument(app)
 
     async def started(bound: int) -> None:

@@ -39,19 +39,17 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests/ fakes
 
-from bot.app.services import build_analyzer, build_bklog
+from bot.app.services import AppOptions, build_bklog, build_services
 from bot.clients.bklog import BkLogClient, load_query_templates
 from bot.core.logsetup import configure_logging
 from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET, last_timestamp, sandbox_settings
 from bot.devtools.sandbox import start_site
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
 from bot.devtools.scenarios import Scenario, load_scenarios
-from bot.diagnosis.llm_step import make_model_step
 from bot.diagnosis.pipeline import AnalysisRequest
 from bot.llm.client import LlmClient
 from bot.llm.prompts import PromptLibrary
 from bot.llm.schema import ReportInvalid, parse_report
-from bot.llm.scrub import Scrubber
 from tests.fakes.openai_server import Behaviour, FakeOpenAI, answer_json, tool_call
 
 API_KEY = "sk-bench-0123456789abcdef"
@@ -210,17 +208,8 @@ async def run_ours(sc: Scenario, session: aiohttp.ClientSession, model_s: float,
             llm={"base_url": llm_url, "api_key": API_KEY, "model": "m", "timeout_s": 10, "deadline_s": 30},
         )
         now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
-        async with LlmClient.from_settings(settings.llm) as client:
-            step = make_model_step(
-                settings,
-                client,
-                prompts=PromptLibrary(),
-                scrubber=Scrubber(settings.secret_values()),
-                bklog=build_bklog(settings, session),
-                gse=None,
-                bkjob=None,
-            )
-            analyzer = build_analyzer(settings, session, model_step=step, clock=lambda: now)
+        async with build_services(settings, http=session, options=AppOptions(clock=lambda: now)) as services:
+            analyzer = services.analyzer
             exp = sc.expected
             req = AnalysisRequest(
                 step_instance_id=None if exp.start_request_id else exp.step_instance_id,

@@ -37,11 +37,11 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bot.app.services import build_bkjob
+from bot.app.services import build_bkjob, build_bklog
 from bot.core.logsetup import configure_logging
 from bot.devtools.sandbox import REQUESTS, lucene
 from bot.devtools.scenarios import load_scenarios
-from bot.digest.build import DigestBuilder, make_digest_analyzer
+from bot.digest.build import DigestBuilder, digest_analyzer
 from bot.digest.collect import DigestWindow, FailedJob, failed_steps_of
 from tests.digest.world import World, fire_at, world_settings
 
@@ -179,7 +179,7 @@ async def bench(args: argparse.Namespace, urls: dict[str, str]) -> None:
         bkjob = build_bkjob(settings, session)
         assert bkjob is not None
         # Not the cap under test here: concurrency is. (The production default is 20 queries/s.)
-        analyzer = make_digest_analyzer(settings, session, bklog_queries_per_s=1e6)
+        analyzer = digest_analyzer(settings, build_bklog(settings, session), queries_per_s=1e6)
         builder = DigestBuilder(settings, bkjob=bkjob, analyzer=analyzer, concurrency=args.concurrency)
 
         # 1. per-step critical path, per template, each step alone

@@ -1,13 +1,12 @@
 """Load: N analyses queued at once through the real engine, against a bare-pipeline baseline.
 
-The bot is the application `serve` builds for analyses (`setup_pipeline` + `setup_runtime`: the
-durable job queue, the job worker with heartbeats, the report store, the outbox delivery) plus a
-counting chat channel. N jobs with distinct request keys over the failed steps of the scenario
+The bot is the application `serve` builds (`create_app`: the durable job queue, the job worker
+with heartbeats, the report store, the outbox delivery) plus a counting chat channel. N jobs with distinct request keys over the failed steps of the scenario
 corpus are submitted at once; each must come back as one delivered report. The sandbox BkLog runs
 in its own process (so the RSS measured here is the bot's), reached over real HTTP.
 
-The baseline runs the same N analyses with the bare pipeline (the `Analyzer` with the same clients,
-BkLog and concurrency, then the same scrubbing and rendering), with no queue, store or delivery:
+The baseline runs the same N analyses with the bare pipeline (the services' job analysis: the
+same clients, BkLog, concurrency and scrubbing, then the same rendering), with no queue or delivery:
 the ratio is what the durable engine costs.
 
     python bench/load.py [--analyses 1000] [--concurrency 8] [--redis-url URL]
@@ -41,18 +40,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bot.app import keys as K  # noqa: E402
-from bot.app.runtime import CHANNELS, JOBS, setup_runtime  # noqa: E402
-from bot.app.services import build_analyzer, setup_pipeline  # noqa: E402
+from bot.app.services import AppOptions, build_services  # noqa: E402
 from bot.app.web import create_app  # noqa: E402
 from bot.core.logsetup import configure_logging  # noqa: E402
 from bot.core.models import AnalysisJob, ChatTarget, Reply, Requester  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
-from bot.delivery.port import ChannelRegistry  # noqa: E402
+from bot.delivery.port import Part  # noqa: E402
 from bot.delivery.render import render_markdown, render_text  # noqa: E402
 from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET  # noqa: E402
 from bot.devtools.scenarios import load_scenarios  # noqa: E402
-from bot.diagnosis.llm_step import scrub_report  # noqa: E402
-from bot.llm.scrub import Scrubber  # noqa: E402
 
 
 def proc_status() -> dict[str, int]:
@@ -166,14 +162,14 @@ class CountingChannel:
     def render(self, reply: Reply) -> list[str]:
         return [reply.text or reply.markdown]
 
-    async def send_part(self, target: ChatTarget, part: str, *, mention: list[str], first: bool) -> None:
+    async def send_part(self, part: Part) -> None:
         self.parts += 1
-        key = target.reply_context.get("request", "?")
+        key = part.target.reply_context.get("request", "?")
         self.reports[key] = self.reports.get(key, 0) + 1
         if len(self.reports) >= self.expected:
             self.done.set()
 
-    async def already_sent(self, target: ChatTarget, part: str, *, since_ms: int) -> bool | None:
+    async def already_sent(self, part: Part, *, since_ms: int) -> bool | None:
         return False
 
 
@@ -206,19 +202,16 @@ async def run_bot(settings: Settings, jobs: list[AnalysisJob]) -> dict[str, Any]
     channel = CountingChannel()
     channel.expected = len(jobs)
 
-    def counting(app: web.Application) -> None:
-        app[CHANNELS] = ChannelRegistry()
-        app[CHANNELS].add(channel)
-
-    app = create_app(settings, components=[counting, setup_pipeline, setup_runtime])
+    app = await create_app(settings, options=AppOptions(extra_channels=[channel]))
+    services = app[K.SERVICES]
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     try:
         await asyncio.sleep(1.0)  # loops started, store answering
         tasks_before = len(asyncio.all_tasks())
-        tracked_before = app[K.TASKS].active
+        tracked_before = services.tasks.active
         rss_before = proc_status()["VmRSS"]
-        queue = app[JOBS]
+        queue = services.jobs
         start = time.perf_counter()
         for i, job in enumerate(jobs):
             target = ChatTarget(
@@ -247,7 +240,7 @@ async def run_bot(settings: Settings, jobs: list[AnalysisJob]) -> dict[str, Any]
             "tasks_before": tasks_before,
             "tasks_after": len(asyncio.all_tasks()),
             "tracked_before": tracked_before,
-            "tracked_after": app[K.TASKS].active,
+            "tracked_after": services.tasks.active,
             "rss_before": rss_before,
             "rss_after": status["VmRSS"],
             "hwm": status["VmHWM"],
@@ -258,14 +251,11 @@ async def run_bot(settings: Settings, jobs: list[AnalysisJob]) -> dict[str, Any]
 
 async def run_baseline(settings: Settings, jobs: list[AnalysisJob], concurrency: int) -> float:
     gate = asyncio.Semaphore(concurrency)
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30, connect=5)) as session:
-        analyzer = build_analyzer(settings, session)
-
-        scrubber = Scrubber(settings.secret_values())
+    async with build_services(settings) as services:
 
         async def one(job: AnalysisJob) -> None:
             async with gate:
-                report = scrub_report(await analyzer.analyze_job(job), scrubber)
+                report = await services.analyze(job)
                 render_markdown(report, detail_hint="")
                 render_text(report)
 

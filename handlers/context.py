@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from bot.core.models import IncomingMessage, ReplyKind
 from bot.core.settings import Settings
 from handlers.ids import IdRef
+from handlers.state import Ask
 
 
 class HandlerContext(Protocol):
@@ -26,9 +27,9 @@ class HandlerContext(Protocol):
         """A job-instance-only link: pick its failed step through BK-JOB when configured."""
         ...
 
-    async def get_ask(self, msg: IncomingMessage) -> dict[str, Any] | None: ...
+    async def get_ask(self, msg: IncomingMessage) -> Ask | None: ...
 
-    async def set_ask(self, msg: IncomingMessage, data: dict[str, Any]) -> None: ...
+    async def set_ask(self, msg: IncomingMessage, ask: Ask) -> None: ...
 
     async def clear_ask(self, msg: IncomingMessage) -> bool: ...
 
@@ -42,8 +43,4 @@ class HandlerContext(Protocol):
 
     async def record_feedback(self, msg: IncomingMessage, verdict: str, note: str) -> str | None:
         """Attach feedback to the asker's latest report; returns the report key or None."""
-        ...
-
-    async def allow(self, msg: IncomingMessage) -> str | None:
-        """None when the sender may use the bot now; else the polite refusal (or "" = stay silent)."""
         ...

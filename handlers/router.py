@@ -1,15 +1,14 @@
 """The message router: an explicit, ordered list of handlers; the first that takes a message wins.
 
-Order (DESIGN "Ask or answer?"): access → commands → id-bearing messages → follow-ups to a
-question the bot asked → feedback on a report → questions → chatter. In groups the bot only
-reacts when @-mentioned, or to the follow-up it asked that same sender for.
+Order (DESIGN "Ask or answer?"): access policy → non-text messages → commands → id-bearing
+messages → follow-ups to a question the bot asked → feedback on a report → questions → chatter.
+In groups the bot only reacts when @-mentioned, or to the follow-up it asked that same sender for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -18,6 +17,8 @@ from handlers import texts
 from handlers.context import HandlerContext
 from handlers.ids import ExtractedIds, IdRef, extract_ids
 from handlers.intent import Command, classify, parse_command, parse_feedback
+from handlers.policy import AccessPolicy
+from handlers.state import Ask
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +31,7 @@ class Turn:
     ctx: HandlerContext
     ids: ExtractedIds
     command: Command | None
-    ask: dict[str, Any] | None  # the pending question the bot asked this sender, if any
+    ask: Ask | None  # the pending question the bot asked this sender, if any
 
     @property
     def addressed(self) -> bool:
@@ -46,7 +47,7 @@ async def _analyse_refs(turn: Turn, refs: Sequence[IdRef], *, force: bool = Fals
         if ref.kind == "task_only":
             resolved = await ctx.resolve_task_only(ref)
             if resolved is None:
-                await ctx.set_ask(msg, {"reason": "which_step", "task": ref.task_instance_id})
+                await ctx.set_ask(msg, Ask(reason="which_step", task=ref.task_instance_id))
                 await ctx.say(msg, texts.ASK_WHICH_STEP.format(task=ref.task_instance_id), kind="question")
                 continue
             ref = resolved
@@ -57,6 +58,15 @@ async def _analyse_refs(turn: Turn, refs: Sequence[IdRef], *, force: bool = Fals
             texts.OVER_LIMIT.format(limit=ctx.settings.chat.max_ids_per_message, more=turn.ids.over_limit),
             kind="notice",
         )
+
+
+async def handle_unsupported(turn: Turn) -> bool:
+    """An image, file or voice addressed to the bot: say once what it can read."""
+    if turn.msg.content != "unsupported":
+        return False
+    if turn.addressed:
+        await turn.ctx.say(turn.msg, texts.UNSUPPORTED_TYPE, kind="notice")
+    return True
 
 
 async def handle_command(turn: Turn) -> bool:
@@ -128,7 +138,7 @@ async def handle_failure_without_id(turn: Turn) -> bool:
     ctx, msg = turn.ctx, turn.msg
     if turn.ids.uuid_seen:
         await ctx.say(msg, texts.UUID_HINT, kind="question")
-    await ctx.set_ask(msg, {"reason": "need_id", "text": msg.text[:200]})
+    await ctx.set_ask(msg, Ask(reason="need_id", text=msg.text[:200]))
     if not msg.is_group:
         question = texts.ASK_FOR_ID_PRIVATE
     elif msg.channel.startswith("wecom"):
@@ -159,6 +169,7 @@ async def handle_chatter(turn: Turn) -> bool:
 
 
 DEFAULT_HANDLERS: tuple[tuple[str, Handler], ...] = (
+    ("unsupported", handle_unsupported),
     ("command", handle_command),
     ("ids", handle_ids),
     ("followup", handle_followup),
@@ -170,7 +181,10 @@ DEFAULT_HANDLERS: tuple[tuple[str, Handler], ...] = (
 
 
 class Router:
-    def __init__(self, handlers: Sequence[tuple[str, Handler]] = DEFAULT_HANDLERS) -> None:
+    def __init__(
+        self, policy: AccessPolicy, handlers: Sequence[tuple[str, Handler]] = DEFAULT_HANDLERS
+    ) -> None:
+        self.policy = policy
         self.handlers = list(handlers)
 
     async def dispatch(self, msg: IncomingMessage, ctx: HandlerContext) -> str:
@@ -178,7 +192,7 @@ class Router:
         ask = await ctx.get_ask(msg)
         if msg.is_group and not msg.mentioned and ask is None:
             return "ignored"  # group chatter not addressed to the bot: not even rate-limited
-        refusal = await ctx.allow(msg)
+        refusal = await self.policy.check(msg)
         if refusal is not None:
             if refusal:
                 await ctx.say(msg, refusal, kind="notice")

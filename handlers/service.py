@@ -1,17 +1,16 @@
 """The engine side of a conversation: what handlers can do (`handlers.context.HandlerContext`).
 
 It turns a handler's intent into durable effects: replies through the outbox, analysis jobs
-on the queue (single-flight per step), conversation state with a TTL, rate limits, feedback.
+on the queue (single-flight per step), conversation state with a TTL, feedback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from bot.core.metrics import Metrics
 from bot.core.models import AnalysisJob, ChatTarget, IncomingMessage, Reply, ReplyKind, Requester
@@ -22,14 +21,14 @@ from bot.delivery.queue import JobQueue
 from bot.delivery.render import render_text
 from bot.delivery.reports import ReportStore
 from bot.delivery.send import Delivery, DeliveryFailed, delivery_key
+from bot.diagnosis.locate import StepLocator
 from handlers import texts
 from handlers.ids import IdRef
+from handlers.qa import Answers
+from handlers.replies import ReportReplies
+from handlers.state import Ask
 
 log = structlog.get_logger(__name__)
-
-QuestionAnswerer = Callable[[IncomingMessage, str], Awaitable[str]]
-TaskResolver = Callable[[IdRef], Awaitable[IdRef | None]]
-ReportSender = Callable[[Requester, str, str], Awaitable[None]]  # (requester, request_key, delivery salt)
 
 
 def request_key(ref: IdRef) -> str:
@@ -42,7 +41,7 @@ def request_key(ref: IdRef) -> str:
 def describe(ref: IdRef) -> str:
     if ref.kind == "request":
         return f"request_id={ref.request_id}"
-    ec = f"（第 {ref.execute_count} 次重试）" if ref.execute_count else ""
+    ec = texts.RETRY_RUN.format(n=ref.execute_count) if ref.execute_count else ""
     return f"stepInstanceId={ref.step_instance_id}{ec}"
 
 
@@ -62,9 +61,9 @@ class ConversationService:
         reports: ReportStore,
         metrics: Metrics,
         tasks: TaskTracker,
-        answer: QuestionAnswerer,
-        send_report: ReportSender,
-        resolve_task: TaskResolver | None = None,
+        answers: Answers,
+        replies: ReportReplies,
+        locator: StepLocator | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -73,9 +72,9 @@ class ConversationService:
         self.reports = reports
         self.metrics = metrics
         self.tasks = tasks
-        self._answer = answer
-        self._send_report = send_report
-        self._resolve_task = resolve_task
+        self.answers = answers
+        self.replies = replies
+        self.locator = locator
 
     # ---- replies
 
@@ -105,7 +104,7 @@ class ConversationService:
         if not force:
             fresh = await self.reports.get_fresh(key)
             if fresh is not None:
-                await self._send_report(requester, key, f"cached:{turn_key(msg)}")
+                await self.replies.send_report(requester, key, f"cached:{turn_key(msg)}")
                 return
         job = AnalysisJob(
             request_key=key,
@@ -122,13 +121,13 @@ class ConversationService:
             self.metrics.jobs_queued.inc()
         log.info("analysis_requested", request_key=key, queued=result.queued, entry=result.entry_id)
         self.tasks.spawn(
-            self._progress_later(msg, requester, key, result.entry_id, describe(ref)),
+            self._progress_later(msg, requester, result.entry_id, describe(ref)),
             name=f"progress:{key}",
             daemon=True,  # a progress note is not worth holding up a shutdown for
         )
 
     async def _progress_later(
-        self, msg: IncomingMessage, requester: Requester, key: str, entry_id: str, what: str
+        self, msg: IncomingMessage, requester: Requester, entry_id: str, what: str
     ) -> None:
         """One progress message per request, only if the report is not there in time."""
         await asyncio.sleep(self.settings.chat.progress_after_s)
@@ -138,29 +137,43 @@ class ConversationService:
             self.store.key("progress", entry_id, requester.target.chat_id, requester.sender_id), 3600
         )
         if claimed:
-            await self.say(msg, f"收到，正在分析 {what}，稍后发出报告。", kind="progress")
+            await self.say(msg, texts.PROGRESS.format(what=what), kind="progress")
 
     async def resolve_task_only(self, ref: IdRef) -> IdRef | None:
-        if self._resolve_task is None:
+        if self.locator is None or ref.task_instance_id is None or ref.bk_scope_id is None:
             return None
         try:
-            return await self._resolve_task(ref)
+            step = await self.locator.single_failed_step(ref.bk_scope_id, ref.task_instance_id)
         except Exception as exc:  # BK-JOB trouble must not break the conversation
             log.warning("resolve_task_failed", error=type(exc).__name__)
             return None
+        if step is None:
+            return None
+        return IdRef(
+            kind="step",
+            step_instance_id=step,
+            task_instance_id=ref.task_instance_id,
+            bk_scope_type=ref.bk_scope_type,
+            bk_scope_id=ref.bk_scope_id,
+            source=ref.source,
+        )
 
     # ---- conversation state
 
     def _ask_key(self, msg: IncomingMessage) -> str:
         return self.store.key("ask", msg.channel, msg.chat_id, msg.sender_id)
 
-    async def get_ask(self, msg: IncomingMessage) -> dict[str, Any] | None:
+    async def get_ask(self, msg: IncomingMessage) -> Ask | None:
         data = await self.store.get_json(self._ask_key(msg))
-        return data if isinstance(data, dict) else None
+        try:
+            return Ask.model_validate(data) if isinstance(data, dict) else None
+        except ValidationError:
+            return None
 
-    async def set_ask(self, msg: IncomingMessage, data: dict[str, Any]) -> None:
+    async def set_ask(self, msg: IncomingMessage, ask: Ask) -> None:
+        stamped = ask.model_copy(update={"at": time.time()})
         await self.store.set_json(
-            self._ask_key(msg), {**data, "at": time.time()}, ttl_s=self.settings.chat.ask_ttl_s
+            self._ask_key(msg), stamped.model_dump(), ttl_s=self.settings.chat.ask_ttl_s
         )
 
     async def clear_ask(self, msg: IncomingMessage) -> bool:
@@ -181,19 +194,19 @@ class ConversationService:
 
     async def status_text(self, msg: IncomingMessage) -> str:
         depth = await self.jobs.depth()
-        lines = [f"分析队列：{depth} 个任务未完成。"]
+        lines = [texts.STATUS_QUEUE.format(depth=depth)]
         if await self.get_ask(msg):
-            lines.append("我在等你发送 stepInstanceId（发送「取消」结束）。")
+            lines.append(texts.STATUS_WAITING)
         latest = await self.reports.latest_for(msg)
         if latest:
             stored = await self.reports.get(latest)
             if stored is not None:
                 when = time.strftime("%H:%M:%S", time.localtime(stored.finished_at))
-                lines.append(f"你最近的报告：{latest}（{when} 完成），发送「详情」查看完整内容。")
+                lines.append(texts.STATUS_LATEST.format(key=latest, when=when))
         return "\n".join(lines)
 
     async def answer_question(self, msg: IncomingMessage, question: str) -> str:
-        return await self._answer(msg, question)
+        return await self.answers.answer(msg, question)
 
     async def record_feedback(self, msg: IncomingMessage, verdict: str, note: str) -> str | None:
         key = await self.reports.latest_for(msg)
@@ -201,34 +214,3 @@ class ConversationService:
             return None
         await self.reports.add_feedback(key, msg, verdict, note)
         return key
-
-    async def allow(self, msg: IncomingMessage) -> str | None:
-        chat = self.settings.chat
-        if (
-            msg.is_group
-            and chat.allowed_groups
-            and not ({msg.chat_id, msg.chat_name} & set(chat.allowed_groups))
-        ):
-            return ""  # not our group: stay silent
-        if (
-            chat.allowed_users
-            and msg.sender_id not in chat.allowed_users
-            and msg.sender_name not in chat.allowed_users
-        ):
-            return "抱歉，你不在 job-doctor 的使用名单中，请联系管理员开通。"
-        window = int(time.time() // 60)
-        user_n = await self.store.incr(
-            self.store.key("rl", "u", msg.channel, msg.sender_id, window), ttl_s=90
-        )
-        group_n = 0
-        if msg.is_group:
-            group_n = await self.store.incr(
-                self.store.key("rl", "g", msg.channel, msg.chat_id, window), ttl_s=90
-            )
-        if user_n > chat.user_rate_per_min or group_n > chat.group_rate_per_min:
-            # Say it once per window, then stay quiet: a flood must not make the bot flood back.
-            first = await self.store.claim(
-                self.store.key("rl", "told", msg.chat_id, msg.sender_id, window), 90
-            )
-            return texts.RATE_LIMITED if first else ""
-        return None

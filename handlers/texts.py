@@ -1,6 +1,12 @@
-"""Chinese texts the bot says in chats (one place, so wording stays consistent)."""
+"""Everything the bot says in a chat, in one place (user-facing text is Chinese).
+
+Report content (summaries, causes, actions) comes from the diagnosis and its data files; this
+module holds the conversation around it: questions, notices, hints and channel placeholders.
+"""
 
 from __future__ import annotations
+
+# --------------------------------------------------------------------------- usage and asking
 
 HELP = """我是 job-doctor，专门分析蓝鲸作业平台（BK-JOB）失败的作业步骤。
 用法：
@@ -25,12 +31,48 @@ OVER_LIMIT = "一次最多分析 {limit} 个 id，另外 {more} 个没有分析�
 UUID_HINT = (
     "带横线的 UUID 是 GseTaskEvent 的 requestId，不是 traceId；请提供 stepInstanceId 或 32 位 traceId。"
 )
-ACCEPTED = "收到，开始分析 {what}。"
 CHATTER_HINT = "需要我分析失败的作业步骤吗？请附上 stepInstanceId 或 BK-JOB 步骤链接；发送「帮助」查看用法。"
+UNSUPPORTED_TYPE = "暂时只能处理文字消息，请把 stepInstanceId 或 BK-JOB 链接以文字发给我。"
+
+# --------------------------------------------------------------------------- analyses and reports
+
+PROGRESS = "收到，正在分析 {what}，稍后发出报告。"
+RETRY_RUN = "（第 {n} 次重试）"
+DETAIL_HINT = "完整报告：发送「详情 {ident}」"
+ANALYSIS_FAILED = (
+    "抱歉，{what} 的分析多次尝试后仍未完成（依赖服务可能暂时不可用）。请稍后发送「重新分析 {what}」。"
+)
 DETAIL_NOT_FOUND = "没有找到 {what} 的近期报告，可以发送「重新分析 {what}」重新生成。"
 DETAIL_NEED_ID = "请在「详情」后面附上 stepInstanceId 或 request_id。"
 REANALYZE_NEED_ID = "请在「重新分析」后面附上 stepInstanceId 或 request_id。"
+
+# --------------------------------------------------------------------------- status and feedback
+
+STATUS_QUEUE = "分析队列：{depth} 个任务未完成。"
+STATUS_WAITING = "我在等你发送 stepInstanceId（发送「取消」结束）。"
+STATUS_LATEST = "你最近的报告：{key}（{when} 完成），发送「详情」查看完整内容。"
 FEEDBACK_THANKS = "感谢反馈，已记录。"
 FEEDBACK_NO_REPORT = "没有找到你最近收到的报告，反馈未记录。"
-UNSUPPORTED_TYPE = "暂时只能处理文字消息，请发送 stepInstanceId 或 BK-JOB 链接。"
+
+# --------------------------------------------------------------------------- access and limits
+
+NOT_ALLOWED = "抱歉，你不在 job-doctor 的使用名单中，请联系管理员开通。"
 RATE_LIMITED = "请求太频繁了，请稍后再试。"
+
+# --------------------------------------------------------------------------- channel placeholders
+
+# WeCom AI bot: what a stream shows before, around and instead of a reply
+AIBOT_WELCOME = "你好，我是 job-doctor。发送失败步骤的 stepInstanceId 或 BK-JOB 步骤链接，我来分析失败原因；发送「帮助」查看用法。"
+AIBOT_PLACEHOLDER = "正在分析 …"
+AIBOT_STILL_WORKING = "分析仍在进行，完成后会另行发送结果。"
+AIBOT_STREAM_GONE = "（该消息的处理状态已过期，请重新发送。）"
+TRIMMED = "（内容较长，已截断）"
+
+# The web console: its group, its anonymous user, what it says about a message it cannot take
+CONSOLE_GROUP_NAME = "演示群"
+CONSOLE_DEFAULT_USER = "访客"
+CONSOLE_UNPARSABLE = "无法解析的消息"
+CONSOLE_TOO_LONG = "消息太长（最多 {limit} 字）"
+CONSOLE_STORE_DOWN = "消息暂时无法送达（存储不可用），稍后会自动重发"
+CONSOLE_RECENT_DOWN = "存储暂时不可用"
+CONSOLE_STATUS = {"no_logs": "未找到日志", "undetermined": "未能定位", "diagnosed": "已定位"}

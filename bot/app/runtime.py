@@ -1,172 +1,107 @@
-"""The composition root of the conversation engine, as one aiohttp cleanup context.
+"""The background of a running app: inbox consumer, job worker, channel loops, the digest.
 
-Channels (components registered before this one) add themselves to `CHANNELS` and accept
-messages into `INBOX`; this context builds the queues, the delivery service, the conversation
-service and router, and runs the inbox consumer and the job worker as daemon loops. On
-shutdown the loops stop reading, in-flight work gets the grace period, and whatever is
-unfinished stays pending in Redis for the next process.
+On start the loops run as tracked daemons. On stop they stop reading; in-flight work gets the
+grace period; whatever is unfinished stays pending in Redis for the next process.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import random
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
-from aiohttp import web
 
-from bot.app import keys as K
+from bot.app.services import Services
 from bot.core.logsetup import message_context
-from bot.core.models import AnalysisJob, DiagnosisReport, IncomingMessage, Reply, Requester
-from bot.delivery.outbox import Outbox
-from bot.delivery.port import ChannelRegistry
-from bot.delivery.queue import Inbox, JobQueue
-from bot.delivery.render import render_markdown, render_text, report_header
-from bot.delivery.reports import ReportStore
-from bot.delivery.send import Delivery, delivery_key
+from bot.core.models import IncomingMessage
+from bot.core.store import StoreError
 from bot.delivery.worker import InboxConsumer, JobWorker, raise_if_cancelling
-from handlers import knowledge
-from handlers.ids import IdRef
-from handlers.router import Router
-from handlers.service import ConversationService
 
 log = structlog.get_logger(__name__)
 
-Analyze = Callable[[AnalysisJob], Awaitable[DiagnosisReport]]
-Answer = Callable[[IncomingMessage, str], Awaitable[str | None]]
-Resolve = Callable[[IdRef], Awaitable[IdRef | None]]
-
-CHANNELS = web.AppKey("channels", ChannelRegistry)
-INBOX = web.AppKey("inbox", Inbox)
-JOBS = web.AppKey("jobs", JobQueue)
-REPORTS = web.AppKey("reports", ReportStore)
-DELIVERY = web.AppKey("delivery", Delivery)
-CONVERSATION = web.AppKey("conversation", ConversationService)
-ANALYZE: web.AppKey[Analyze] = web.AppKey("analyze")  # set by the pipeline component
-MODEL_ANSWER: web.AppKey[Answer] = web.AppKey("model_answer")  # optional: set by the LLM component
-RESOLVE_TASK: web.AppKey[Resolve] = web.AppKey("resolve_task")  # optional: when BK-JOB is configured
+INBOX_CONCURRENCY = 8
 
 
-def report_reply(report: DiagnosisReport, requester: Requester, *, detail_hint: str) -> Reply:
-    md = render_markdown(report, detail_hint=detail_hint)
-    return Reply(
-        target=requester.target,
-        kind="report",
-        mention=[requester.sender_name or requester.sender_id] if requester.target.is_group else [],
-        title=report_header(report),
-        markdown=md.text,
-        text=render_text(report),
-    )
-
-
-def setup_runtime(app: web.Application) -> None:
-    """Register the engine; call after the channel components so their routes exist first."""
-    if CHANNELS not in app:
-        app[CHANNELS] = ChannelRegistry()
-    app.cleanup_ctx.append(_runtime_ctx)
-
-
-async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, store, metrics, tasks = app[K.SETTINGS], app[K.STORE], app[K.METRICS], app[K.TASKS]
-    inbox, jobs = Inbox(store), JobQueue(store)
-    reports = ReportStore(store, fresh_s=settings.chat.report_cache_s)
-    # Entries are reclaimed only after their owner stopped heartbeating for claim_idle_s, so a part
-    # still marked "sending" by then belongs to a dead process: recover it (history, then resend).
-    outbox = Outbox(store, stale_after_s=min(60.0, settings.worker.claim_idle_s / 2))
-    delivery = Delivery(app[CHANNELS], outbox, metrics, redactor=app[K.REDACTOR])
-    app[INBOX], app[JOBS], app[REPORTS], app[DELIVERY] = inbox, jobs, reports, delivery
-
-    async def send_report(requester: Requester, key: str, salt: str) -> None:
-        stored = await reports.get(key)
-        if stored is None:
-            return
-        ident = stored.report.step_instance_id or stored.report.request_ids[:1] or key
-        hint = f"完整报告：发送「详情 {ident if isinstance(ident, int) else key.split(':', 1)[-1]}」"
-        reply = report_reply(stored.report, requester, detail_hint=hint)
-        await delivery.send(
-            reply, delivery_key("report", key, salt, requester.target.chat_id, requester.sender_id)
+class Background:
+    def __init__(self, services: Services) -> None:
+        s = services
+        cfg = s.settings
+        self.services = services
+        self.consumer = InboxConsumer(
+            s.inbox, self.handle, concurrency=INBOX_CONCURRENCY, claim_idle_s=cfg.worker.claim_idle_s
         )
-        await reports.remember_for(
-            requester.target.channel, requester.target.chat_id, requester.sender_id, key
+        self.worker = JobWorker(
+            s.jobs,
+            s.store,
+            s.reports,
+            s.metrics,
+            analyze=s.analyze,
+            deliver_report=s.replies.send_report,
+            deliver_failure=s.replies.send_failure,
+            concurrency=cfg.worker.concurrency,
+            claim_idle_s=cfg.worker.claim_idle_s,
+            max_attempts=cfg.worker.max_attempts,
+            timeout_s=cfg.llm.deadline_s + 120,
         )
+        self._loops: list[asyncio.Task[Any]] = []
 
-    async def send_failure(requester: Requester, job: AnalysisJob, salt: str) -> None:
-        what = job.request_key.split(":", 1)[-1]
-        reply = Reply(
-            target=requester.target,
-            kind="error",
-            mention=[requester.sender_name or requester.sender_id] if requester.target.is_group else [],
-            text=f"抱歉，{what} 的分析多次尝试后仍未完成（依赖服务可能暂时不可用）。请稍后发送「重新分析 {what}」。",
-        )
-        reply = reply.model_copy(update={"markdown": reply.text})
-        await delivery.send(reply, delivery_key("failure", job.request_key, salt, requester.sender_id))
-
-    model_answer = app.get(MODEL_ANSWER)
-
-    async def answer(msg: IncomingMessage, question: str) -> str:
-        exact = knowledge.answer_code(question) or knowledge.answer_topic(question)
-        if exact is not None:
-            return exact
-        if model_answer is not None:
-            got = await model_answer(msg, question)
-            if got:
-                return str(got)
-        return knowledge.FALLBACK
-
-    conversation = ConversationService(
-        settings=settings,
-        store=store,
-        delivery=delivery,
-        jobs=jobs,
-        reports=reports,
-        metrics=metrics,
-        tasks=tasks,
-        answer=answer,
-        send_report=send_report,
-        resolve_task=app.get(RESOLVE_TASK),
-    )
-    app[CONVERSATION] = conversation
-    router = Router()
-
-    async def handle(msg: IncomingMessage) -> object:
+    async def handle(self, msg: IncomingMessage) -> object:
         with message_context(msg):
-            return await router.dispatch(msg, conversation)
+            return await self.services.router.dispatch(msg, self.services.conversation)
 
-    async def analyze_missing(job: AnalysisJob) -> DiagnosisReport:
-        raise RuntimeError("no analysis pipeline configured")
+    def start(self) -> None:
+        s = self.services
+        daemons: list[tuple[str, Coroutine[Any, Any, Any]]] = [
+            ("wait-for-redis", wait_for_redis(s)),
+            ("inbox-consumer", self.consumer.run()),
+            ("job-worker", self.worker.run()),
+            ("queue-gauge", queue_gauge(s)),
+        ]
+        daemons += [(f"channel-loop-{i}", loop()) for i, e in enumerate(s.endpoints) for loop in e.loops()]
+        self._loops = [s.tasks.spawn(coro, name=name, daemon=True) for name, coro in daemons]
+        if s.digest_scheduler is not None:
+            s.digest_scheduler.start(self._spawn_work)
 
-    consumer = InboxConsumer(inbox, handle, concurrency=8, claim_idle_s=settings.worker.claim_idle_s)
-    worker = JobWorker(
-        jobs,
-        store,
-        reports,
-        metrics,
-        analyze=app.get(ANALYZE) or analyze_missing,
-        deliver_report=send_report,
-        deliver_failure=send_failure,
-        concurrency=settings.worker.concurrency,
-        claim_idle_s=settings.worker.claim_idle_s,
-        max_attempts=settings.worker.max_attempts,
-        timeout_s=settings.llm.deadline_s + 120,
-    )
-    loops = [
-        tasks.spawn(consumer.run(), name="inbox-consumer", daemon=True),
-        tasks.spawn(worker.run(), name="job-worker", daemon=True),
-        tasks.spawn(_queue_gauge(app), name="queue-gauge", daemon=True),
-    ]
-    yield
-    for loop in loops:
-        loop.cancel()
-    await asyncio.gather(*loops, return_exceptions=True)
-    grace = settings.http.shutdown_grace_s
-    await asyncio.gather(consumer.stop(grace), worker.stop(grace))
+    def _spawn_work(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        try:
+            self.services.tasks.spawn(coro, name=name)
+        except RuntimeError:  # shutting down: the next start catches up
+            log.info("work_not_started_shutting_down", task=name)
+
+    async def stop(self) -> None:
+        """Stop reading; in-flight entries get the grace period, the rest is handed back."""
+        s = self.services
+        if s.digest_scheduler is not None:
+            await s.digest_scheduler.stop()
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        grace = s.settings.http.shutdown_grace_s
+        await asyncio.gather(self.consumer.stop(grace), self.worker.stop(grace))
 
 
-async def _queue_gauge(app: web.Application) -> None:
+async def wait_for_redis(services: Services) -> None:
+    """Log (with backoff) until the store answers; /readyz reports the outage meanwhile."""
+    store = services.store
+    delay = 0.5
+    while True:
+        try:
+            await store.ping()
+            log.info("store_ready", embedded=store.embedded)
+            return
+        except (StoreError, OSError) as exc:
+            log.warning("store_unreachable", error=type(exc).__name__, retry_in_s=round(delay, 1))
+        await asyncio.sleep(delay + random.uniform(0, delay / 4))
+        delay = min(delay * 2, 30.0)
+
+
+async def queue_gauge(services: Services) -> None:
     while True:
         raise_if_cancelling()
         try:
-            app[K.METRICS].queue_depth.set(await app[JOBS].depth())
+            services.metrics.queue_depth.set(await services.jobs.depth())
         except Exception as exc:  # a metrics poll must never die
             log.debug("queue_gauge_failed", error=type(exc).__name__)
         await asyncio.sleep(5)

@@ -1,80 +1,25 @@
-"""Application factory: `create_app(settings)` wires resources, routes and components.
+"""The aiohttp application of `serve` and `demo`: the services, their routes, their lifetime.
 
-Resources are opened and closed through `cleanup_ctx` (in registration order, closed in
-reverse) and reached through the typed keys in `bot.app.keys`. Features register themselves
-as components: a function that receives the app and adds routes and cleanup contexts.
+`create_app` builds the services (`build_services`, the one composition root), registers the
+routes of every channel that is on plus `/healthz`, `/readyz` and `/metrics`, and hands the
+services' lifetime to the app: the cleanup context starts the background loops on startup, and on
+shutdown stops them, drains tracked work within the grace period while the store and the HTTP
+session still exist, then closes everything.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
-import aiohttp
-import structlog
 from aiohttp import web
 
 from bot.app import keys as K
-from bot.app.health import Health
-from bot.app.probes import register_probes
-from bot.core.metrics import CONTENT_TYPE, Metrics
+from bot.app.runtime import Background
+from bot.app.services import AppOptions, build_services
+from bot.core.metrics import CONTENT_TYPE
 from bot.core.redact import Redactor
 from bot.core.settings import Settings
-from bot.core.store import StoreError, open_store
-from bot.core.tasks import TaskTracker
-
-log = structlog.get_logger(__name__)
-
-Component = Callable[[web.Application], None]
-
-
-async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
-    session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=30, connect=5),
-        headers={"User-Agent": "job-doctor"},
-    )
-    app[K.HTTP] = session
-    yield
-    await session.close()
-
-
-async def _wait_for_redis(app: web.Application) -> None:
-    """Log (with backoff) until the store answers; /readyz reports the outage meanwhile."""
-    store = app[K.STORE]
-    delay = 0.5
-    while True:
-        try:
-            await store.ping()
-            log.info("store_ready", embedded=store.embedded)
-            return
-        except (StoreError, OSError) as exc:
-            log.warning("store_unreachable", error=type(exc).__name__, retry_in_s=round(delay, 1))
-        await asyncio.sleep(delay + random.uniform(0, delay / 4))
-        delay = min(delay * 2, 30.0)
-
-
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[K.SETTINGS]
-    store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
-    app[K.STORE] = store
-    app[K.TASKS].spawn(_wait_for_redis(app), name="wait-for-redis", daemon=True)
-    register_probes(app[K.HEALTH], settings, store, app[K.HTTP])
-    yield
-    await store.close()
-
-
-async def _tasks_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    # Final safety net (normally a no-op: _drain_ctx has drained already).
-    await app[K.TASKS].drain(0)
-
-
-async def _drain_ctx(app: web.Application) -> AsyncIterator[None]:
-    yield
-    # Runs after the components have stopped their loops and before the store and the HTTP
-    # session close: background work gets the grace period while its resources still exist.
-    await app[K.TASKS].drain(app[K.SETTINGS].http.shutdown_grace_s)
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -82,41 +27,62 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    health = request.app[K.HEALTH]
+    services = request.app[K.SERVICES]
+    health = services.health
     results = await health.run()
     status = health.status_of(results)
-    metrics = request.app[K.METRICS]
     for r in results:
-        metrics.ready.labels(r.name).set(1 if r.ok else 0)
+        services.metrics.ready.labels(r.name).set(1 if r.ok else 0)
     body = {"status": status, "checks": {r.name: r.as_json() for r in results}}
     return web.json_response(body, status=503 if status == "down" else 200)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[K.METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
+    body = request.app[K.SERVICES].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
-def create_app(
-    settings: Settings,
-    *,
-    mode: str = "serve",
-    components: Sequence[Component] = (),
-    redactor: Redactor | None = None,
+async def create_app(
+    settings: Settings, *, options: AppOptions | None = None, redactor: Redactor | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=settings.http.max_body_bytes)
-    app[K.SETTINGS] = settings
-    app[K.MODE] = mode
-    app[K.REDACTOR] = redactor or Redactor(settings.secret_values())
-    app[K.METRICS] = Metrics()
-    app[K.TASKS] = TaskTracker()
-    app[K.HEALTH] = Health()
-    app.cleanup_ctx.append(_tasks_ctx)
-    app.cleanup_ctx.append(_http_ctx)
-    app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_drain_ctx)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_view)
-    for component in components:
-        component(app)
+    opts = options or AppOptions()
+    stack = contextlib.AsyncExitStack()
+    services = await stack.enter_async_context(build_services(settings, options=opts, redactor=redactor))
+    try:
+        app = web.Application(client_max_size=settings.http.max_body_bytes)
+        app[K.SETTINGS] = settings
+        app[K.MODE] = opts.mode
+        app[K.SERVICES] = services
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics_view)
+        for endpoint in services.endpoints:
+            app.router.add_routes(endpoint.routes())
+        app.on_shutdown.append(_close_endpoints)  # open sockets would hold the server's shutdown
+        app.cleanup_ctx.append(_lifetime(stack))
+    except BaseException:
+        await stack.aclose()
+        raise
     return app
+
+
+async def _close_endpoints(app: web.Application) -> None:
+    for endpoint in app[K.SERVICES].endpoints:
+        await endpoint.close()
+
+
+def _lifetime(stack: contextlib.AsyncExitStack) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        services = app[K.SERVICES]
+        background = Background(services)
+        try:
+            background.start()
+            yield
+            await background.stop()
+            # Background work gets the grace period while its resources still exist.
+            await services.tasks.drain(services.settings.http.shutdown_grace_s)
+        finally:
+            await services.tasks.drain(0)
+            await stack.aclose()
+
+    return lifetime

@@ -75,6 +75,9 @@ class IncomingMessage(BaseModel):
     # channel-specific routing data the channel needs to answer (e.g. WeCom response_url);
     # handlers must not interpret it.
     reply_context: dict[str, str] = Field(default_factory=dict)
+    # "unsupported": an image, file or voice the channel cannot read (text is empty); the
+    # conversation answers it like any message, so access rules and rate limits apply.
+    content: Literal["text", "unsupported"] = "text"
 
 
 class ChatTarget(BaseModel):

@@ -12,7 +12,7 @@ from bot.core.metrics import Metrics
 from bot.core.models import Reply
 from bot.core.redact import Redactor
 from bot.delivery.outbox import Outbox
-from bot.delivery.port import ChannelRegistry, SendError, SendUnknown
+from bot.delivery.port import Channel, ChannelRegistry, Part, SendError, SendUnknown
 
 log = structlog.get_logger(__name__)
 
@@ -55,10 +55,20 @@ class Delivery:
         if channel is None:
             log.warning("no_such_channel", channel=reply.target.channel)
             return 0
-        # Last line of defence: no secret quoted from a log line ever reaches a chat.
-        parts = [self.redactor(p) for p in (reply.parts or channel.render(reply))]
+        # Last line of defence: no secret quoted from a log line ever reaches a chat. The reply is
+        # masked before rendering (a secret cut in two by a split is still whole here) and each part
+        # again after it (a channel may add text of its own).
+        reply = reply.model_copy(
+            update={
+                "text": self.redactor(reply.text),
+                "markdown": self.redactor(reply.markdown),
+                "parts": [self.redactor(p) for p in reply.parts],
+            }
+        )
+        texts = [self.redactor(p) for p in (reply.parts or channel.render(reply))]
         sent = 0
-        for index, part in enumerate(parts):
+        for index, text in enumerate(texts):
+            part = Part(reply, text, index)
             state = await self.outbox.begin(key, index)
             if state == "skip":
                 continue
@@ -68,28 +78,25 @@ class Delivery:
                 raise DeliveryBusy(f"part {index + 1} is being sent elsewhere")
             since_ms = int(time.time() * 1000) - 3_600_000
             if state == "recover":
-                seen = await channel.already_sent(reply.target, part, since_ms=since_ms)
+                seen = await channel.already_sent(part, since_ms=since_ms)
                 if seen:
                     await self.outbox.done(key, index)
                     continue
-            if await self._send_one(channel.name, reply, part, index == 0, key, index, since_ms):
+            if await self._send_one(channel, part, key, since_ms):
                 sent += 1
         return sent
 
-    async def _send_one(
-        self, name: str, reply: Reply, part: str, first: bool, key: str, index: int, since_ms: int
-    ) -> bool:
-        channel = self.channels.get(name)
-        assert channel is not None
+    async def _send_one(self, channel: Channel, part: Part, key: str, since_ms: int) -> bool:
+        name, index = channel.name, part.index
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
-                await channel.send_part(reply.target, part, mention=reply.mention, first=first)
+                await channel.send_part(part)
             except SendUnknown:
                 # Never resend blindly: look at the platform's history first.
                 self.metrics.send_failures.labels(name).inc()
                 await asyncio.sleep(self.unknown_recheck_s)
-                seen = await channel.already_sent(reply.target, part, since_ms=since_ms)
+                seen = await channel.already_sent(part, since_ms=since_ms)
                 if seen:
                     await self.outbox.done(key, index)
                     self.metrics.sends.labels(name).inc()

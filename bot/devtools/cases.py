@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.app.services import build_services
 from bot.core.settings import Settings
-from bot.core.store import open_store
-from bot.delivery.reports import ReportStore
 from bot.devtools.scenarios import write_scenario
 
 
 async def export_disputed(settings: Settings, target: Path) -> list[Path]:
-    store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
     written: list[Path] = []
-    try:
-        reports = ReportStore(store, fresh_s=0)
+    async with build_services(settings) as services:
+        reports = services.reports
         for key in await reports.disputed():
             stored = await reports.get(key)
             if stored is None:
@@ -41,6 +39,4 @@ async def export_disputed(settings: Settings, target: Path) -> list[Path]:
                 f"Feedback: {notes}",
             }
             written.append(write_scenario(target, name, logs + "\n", expected))
-    finally:
-        await store.close()
     return written

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from bot.app.services import build_analyzer
+from bot.app.services import AppOptions, build_services
 from bot.core.models import DiagnosisReport
 from bot.core.settings import Settings
 from bot.devtools.sandbox import start_site
@@ -95,14 +95,14 @@ async def run_scenario(sc: Scenario, session: aiohttp.ClientSession) -> Scenario
     try:
         settings = sandbox_settings(url)
         now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
-        analyzer = build_analyzer(settings, session, clock=lambda: now)
         exp = sc.expected
         req = AnalysisRequest(
             step_instance_id=None if exp.start_request_id else exp.step_instance_id,
             request_id=exp.start_request_id,
             use_model=False,
         )
-        report = await analyzer.analyze(req)
+        async with build_services(settings, http=session, options=AppOptions(clock=lambda: now)) as services:
+            report = await services.analyzer.analyze(req)
         return check(sc, report)
     except Exception as exc:  # one broken scenario must not hide the others
         return ScenarioResult(sc.name, None, error=f"{type(exc).__name__}: {exc}")

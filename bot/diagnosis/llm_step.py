@@ -10,7 +10,6 @@ from datetime import datetime
 
 import structlog
 
-from bot.clients.bkjob import BkJobClient
 from bot.clients.bklog import BkLogClient
 from bot.clients.gateway import GatewayError
 from bot.clients.gse import GseClient
@@ -19,7 +18,7 @@ from bot.core.models import AnalysisJob, DiagnosisReport
 from bot.core.settings import Settings
 from bot.diagnosis.collector import Collected
 from bot.diagnosis.condense import Condensed
-from bot.diagnosis.pipeline import ModelStep
+from bot.diagnosis.pipeline import Analyzer, ModelStep
 from bot.llm.budget import BUDGET_NOTICE, TokenBudget
 from bot.llm.client import CallEvent, CallObserver, LlmClient
 from bot.llm.diagnose import llm_diagnose
@@ -61,21 +60,16 @@ def budget_scope(chat_key: str) -> Iterator[None]:
 
 
 class PipelineTools:
-    """Read-only look-ups for the model: BkLog search (capped), agent state, step status."""
+    """Read-only look-ups for the model: BkLog search in the analysis window (capped), agent state."""
 
     def __init__(
         self,
         *,
         bklog: BkLogClient | None,
         gse: GseClient | None,
-        bkjob: BkJobClient | None,
         window: tuple[datetime, datetime] | None,
-        scope_id: int | None,
-        task_id: int | None,
-        step_id: int | None,
     ) -> None:
-        self.bklog, self.gse, self.bkjob = bklog, gse, bkjob
-        self.window, self.scope_id, self.task_id, self.step_id = window, scope_id, task_id, step_id
+        self.bklog, self.gse, self.window = bklog, gse, window
 
     async def search_logs(self, query: str, limit: int) -> Sequence[str]:
         if self.bklog is None or self.window is None:
@@ -97,18 +91,6 @@ class PipelineTools:
             return f"GSE 查询失败：{exc.zh}"
         return "\n".join(
             f"{k}: {'运行中' if v.alive else (v.status_zh or '未找到')}" for k, v in states.items()
-        )
-
-    async def step_status(self) -> str:
-        if self.bkjob is None or not (self.scope_id and self.task_id and self.step_id):
-            return "未配置 BK-JOB 或缺少业务 ID，无法查询步骤状态。"
-        try:
-            st = await self.bkjob.get_step_instance_status(self.scope_id, self.task_id, self.step_id)
-        except GatewayError as exc:
-            return f"BK-JOB 查询失败：{exc.zh}"
-        return (
-            "\n".join(f"{g.result_type_desc or g.result_type}: {g.host_size} 台" for g in st.groups)
-            or "无主机结果"
         )
 
 
@@ -135,7 +117,6 @@ def make_model_step(
     scrubber: Scrubber,
     bklog: BkLogClient | None,
     gse: GseClient | None,
-    bkjob: BkJobClient | None,
     metrics: Metrics | None = None,
     budget: TokenBudget | None = None,
 ) -> ModelStep:
@@ -144,15 +125,7 @@ def make_model_step(
     async def step(
         candidate: DiagnosisReport, cond: Condensed, collected: Collected
     ) -> DiagnosisReport | None:
-        tools = PipelineTools(
-            bklog=bklog,
-            gse=gse,
-            bkjob=bkjob,
-            window=collected.window,
-            scope_id=None,
-            task_id=cond.task_instance_id,
-            step_id=cond.step_instance_id,
-        )
+        tools = PipelineTools(bklog=bklog, gse=gse, window=collected.window)
         result = await llm_diagnose(
             client,
             prompts,
@@ -176,3 +149,19 @@ def make_model_step(
         return scrub_report(candidate.model_copy(update={"notices": [*candidate.notices, notice]}), scrubber)
 
     return step
+
+
+class JobAnalyzer:
+    """What the job worker runs for one job: the analysis, its model tokens charged to the asking
+    chat's budget, and the report masked before it is stored (详情, console, recent analyses)."""
+
+    def __init__(self, analyzer: Analyzer, scrubber: Scrubber) -> None:
+        self.analyzer = analyzer
+        self.scrubber = scrubber
+
+    async def __call__(self, job: AnalysisJob) -> DiagnosisReport:
+        with budget_scope(budget_key_of(job)):
+            report = await self.analyzer.analyze_job(job)
+        # Rule timeline notes and evidence quote raw log lines too, with or without a model;
+        # delivery masks what goes to chats on top.
+        return scrub_report(report, self.scrubber)

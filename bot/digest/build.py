@@ -13,28 +13,22 @@ store for `history_days`, which is what "new" and "recurring" are measured again
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date as Date
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import structlog
-from pydantic import BaseModel, Field
 
-from bot.app.services import build_bklog
 from bot.clients.bkjob import BkJobClient
-from bot.clients.bklog import BkLogClient, SearchResult, load_query_templates
+from bot.clients.bklog import BkLogClient, QueryTemplates, load_query_templates
 from bot.clients.gateway import GatewayError
-from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, DiagnosisReport, FaultSide, Stage
+from bot.core.models import STAGE_ZH, DiagnosisReport, FaultSide, Stage
 from bot.core.settings import Settings
-from bot.core.store import Store, StoreError
+from bot.core.store import StoreError
 from bot.diagnosis.pipeline import AnalysisRequest, Analyzer
 from bot.diagnosis.signatures import Catalog, load_catalog
 from bot.digest.collect import (
@@ -46,319 +40,41 @@ from bot.digest.collect import (
     list_failed_jobs,
     status_problem,
 )
+from bot.digest.history import DigestHistory, HistoryDay
+from bot.digest.models import (
+    BizTotal,
+    Digest,
+    DigestExample,
+    DigestGroup,
+    DigestStats,
+    TrendDay,
+    short_side,
+)
+from bot.digest.summary import Summarize
+from bot.digest.throttle import DEFAULT_BKLOG_QUERIES_PER_S, ThrottledBkLog, TokenBucket, counting_step
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_BKLOG_QUERIES_PER_S = 20.0
-DEFAULT_HISTORY_DAYS = 14
 TREND_DAYS = 7
 
-Summarize = Callable[["Digest"], Awaitable[str | None]]
 
-
-# --------------------------------------------------------------------------- BkLog rate cap
-
-
-class TokenBucket:
-    """At most `rate_per_s` acquisitions per second on average, bursts up to `burst`."""
-
-    def __init__(
-        self,
-        rate_per_s: float,
-        *,
-        burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        if rate_per_s <= 0:
-            raise ValueError("rate_per_s must be positive")
-        self.rate = rate_per_s
-        self.capacity = burst if burst is not None else max(1.0, rate_per_s)
-        self._clock = clock
-        self._tokens = self.capacity
-        self._last = clock()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        async with self._lock:  # FIFO: waiters are served in order, none starves
-            while True:
-                now = self._clock()
-                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return
-                await asyncio.sleep((1 - self._tokens) / self.rate)
-
-
-@dataclass
-class QueryStats:
-    """BkLog queries of one step's analysis (shared with the collector's child tasks)."""
-
-    queries: int = 0
-    errors: int = 0
-
-
-_STEP_STATS: contextvars.ContextVar[QueryStats | None] = contextvars.ContextVar(
-    "digest_step_stats", default=None
-)
-
-
-class ThrottledBkLog(BkLogClient):
-    """The analyzer's BkLog client behind a token bucket; counts queries per run and per step."""
-
-    def __init__(self, inner: BkLogClient, bucket: TokenBucket) -> None:
-        # Same configuration and transport as `inner` (no second setup to keep in sync).
-        vars(self).update(vars(inner))
-        self._inner = inner
-        self._bucket = bucket
-        self.queries = 0
-        self.errors = 0
-
-    async def search(
-        self,
-        query_string: str,
-        start: datetime,
-        end: datetime,
-        *,
-        size_cap: int | None = None,
-        filters: Sequence[Mapping[str, Any]] = (),
-    ) -> SearchResult:
-        await self._bucket.acquire()
-        stats = _STEP_STATS.get()
-        self.queries += 1
-        if stats is not None:
-            stats.queries += 1
-        try:
-            return await self._inner.search(query_string, start, end, size_cap=size_cap, filters=filters)
-        except GatewayError:
-            self.errors += 1
-            if stats is not None:
-                stats.errors += 1
-            raise
-
-
-def make_digest_analyzer(
+def digest_analyzer(
     settings: Settings,
-    session: aiohttp.ClientSession,
+    bklog: BkLogClient | None,
     *,
-    bklog_queries_per_s: float = DEFAULT_BKLOG_QUERIES_PER_S,
+    queries_per_s: float = DEFAULT_BKLOG_QUERIES_PER_S,
+    templates: QueryTemplates | None = None,
     catalog: Catalog | None = None,
 ) -> Analyzer:
-    """A rules-only analyzer for the digest: throttled BkLog, no per-step BK-JOB or GSE calls."""
-    inner = build_bklog(settings, session)
-    bklog = ThrottledBkLog(inner, TokenBucket(bklog_queries_per_s)) if inner is not None else None
+    """The digest's analyzer: rules only, BkLog behind the rate cap, no per-step BK-JOB or GSE calls
+    (the step times come from the job status already read)."""
+    throttled = ThrottledBkLog(bklog, TokenBucket(queries_per_s)) if bklog is not None else None
     return Analyzer(
         settings,
-        bklog=bklog,
-        templates=load_query_templates(),
+        bklog=throttled,
+        templates=templates or load_query_templates(),
         catalog=catalog or load_catalog(),
-        bkjob=None,  # the step times come from the job status already read; nothing more to ask
-        gse=None,
     )
-
-
-# --------------------------------------------------------------------------- digest model
-
-
-class DigestExample(BaseModel):
-    bk_biz_id: int
-    job_instance_id: int
-    step_instance_id: int
-    name: str  # the job instance's name
-    step_name: str = ""
-    link: str | None = None
-
-
-class DigestGroup(BaseModel):
-    key: str  # "sig:<id>" or "unmatched:<stage>:<fault_side>"
-    signature: str | None
-    title: str
-    stage: Stage
-    fault_side: FaultSide
-    count: int  # failed steps
-    jobs: int
-    examples: list[DigestExample] = Field(default_factory=list)
-    action: str = ""
-    new: bool = False
-    seen_days: int = 0  # on how many of the previous history days this group occurred
-
-
-class BizTotal(BaseModel):
-    bk_biz_id: int
-    failed_jobs: int
-    failed_steps: int
-    readable: bool = True  # False: its job list could not be read (see `problems`)
-
-
-class TrendDay(BaseModel):
-    date: str
-    failed_steps: int | None  # None: no digest recorded for that day
-
-
-class DigestStats(BaseModel):
-    steps_analysed: int = 0
-    bklog_queries: int = 0
-    seconds: float = 0.0
-
-
-class Digest(BaseModel):
-    date: str
-    time_zone: str
-    window_start: datetime
-    window_end: datetime
-    total_failed_jobs: int
-    total_failed_steps: int
-    groups: list[DigestGroup] = Field(default_factory=list)
-    new_signatures: list[str] = Field(default_factory=list)
-    new_groups: list[str] = Field(default_factory=list)
-    history_days: int = 0  # previous days with a recorded digest (0: nothing to compare with)
-    per_biz: list[BizTotal] = Field(default_factory=list)
-    problems: list[str] = Field(default_factory=list)
-    analysis_failed: int = 0
-    trend: list[TrendDay] = Field(default_factory=list)
-    summary: str | None = None
-    stats: DigestStats = Field(default_factory=DigestStats)
-
-    @property
-    def empty(self) -> bool:
-        """Nothing failed and everything could be read: the "昨日无失败作业" day."""
-        return self.total_failed_jobs == 0 and not self.problems
-
-    def contract_json(self) -> dict[str, Any]:
-        """DESIGN.md's `digest --json` shape, plus additive keys."""
-        return {
-            "date": self.date,
-            "window": {
-                "start": self.window_start.isoformat(timespec="seconds"),
-                "end": self.window_end.isoformat(timespec="seconds"),
-            },
-            "total_failed_jobs": self.total_failed_jobs,
-            "total_failed_steps": self.total_failed_steps,
-            "groups": [
-                {
-                    "signature": g.signature,
-                    "stage": g.stage,
-                    "fault_side": g.fault_side,
-                    "count": g.count,
-                    "examples": [
-                        {
-                            "bk_biz_id": e.bk_biz_id,
-                            "job_instance_id": e.job_instance_id,
-                            "step_instance_id": e.step_instance_id,
-                            "name": e.name,
-                            "step_name": e.step_name,
-                            "link": e.link,
-                        }
-                        for e in g.examples
-                    ],
-                    "key": g.key,
-                    "title": g.title,
-                    "jobs": g.jobs,
-                    "action": g.action,
-                    "new": g.new,
-                    "seen_days": g.seen_days,
-                }
-                for g in self.groups
-            ],
-            "new_signatures": list(self.new_signatures),
-            "time_zone": self.time_zone,
-            "new_groups": list(self.new_groups),
-            "history_days": self.history_days,
-            "per_biz": [b.model_dump() for b in self.per_biz],
-            "problems": list(self.problems),
-            "analysis_failed": self.analysis_failed,
-            "trend": [t.model_dump() for t in self.trend],
-            "summary": self.summary,
-            "stats": self.stats.model_dump(),
-        }
-
-
-# --------------------------------------------------------------------------- history
-
-
-class HistoryDay(BaseModel):
-    groups: list[str] = Field(default_factory=list)
-    failed_steps: int = 0
-    failed_jobs: int = 0
-
-
-class DigestHistory:
-    """Group keys and totals per digest date, kept `days` (+ margin) in the store."""
-
-    def __init__(self, store: Store, *, days: int = DEFAULT_HISTORY_DAYS) -> None:
-        self.store = store
-        self.days = max(1, days)
-
-    def key(self, day: str) -> str:
-        return self.store.key("digest", "history", day)
-
-    async def previous(self, day: str, days: int | None = None) -> dict[str, HistoryDay]:
-        """Recorded days among the `days` before `day` (not `day` itself)."""
-        n = days if days is not None else self.days
-        base = Date.fromisoformat(day)
-        dates = [(base - timedelta(days=i)).isoformat() for i in range(1, n + 1)]
-        raw = await self.store.redis.mget([self.key(d) for d in dates])
-        out: dict[str, HistoryDay] = {}
-        for d, value in zip(dates, raw, strict=True):
-            if value is None:
-                continue
-            try:
-                out[d] = HistoryDay.model_validate_json(value)
-            except ValueError:
-                continue
-        return out
-
-    async def record(self, day: str, entry: HistoryDay) -> None:
-        ttl = (self.days + 2) * 86400.0
-        await self.store.set_json(self.key(day), entry.model_dump(), ttl_s=ttl)
-
-
-# --------------------------------------------------------------------------- model summary
-
-
-@contextlib.asynccontextmanager
-async def model_summarizer(settings: Settings) -> AsyncIterator[Summarize | None]:
-    """The optional one-paragraph model summary (None when no model is configured)."""
-    if not settings.llm.enabled:
-        yield None
-        return
-    from bot.llm.client import LlmClient
-    from bot.llm.diagnose import summarize_digest
-    from bot.llm.prompts import PromptLibrary
-    from bot.llm.scrub import Scrubber
-
-    llm = LlmClient.from_settings(settings.llm)
-    prompts = PromptLibrary()
-    scrubber = Scrubber(settings.secret_values())
-
-    async def summarize(digest: Digest) -> str | None:
-        groups = [
-            {
-                # the prompt shows `signature`; the Chinese title reads better to the model
-                "signature": f"{g.title}（{g.signature}）" if g.signature else None,
-                "stage": g.stage,
-                "fault_side": g.fault_side,
-                "count": g.count,
-            }
-            for g in digest.groups[:20]
-        ]
-        return await summarize_digest(
-            llm,
-            prompts,
-            date=digest.date,
-            total_failed_steps=digest.total_failed_steps,
-            groups=groups,
-            deadline_s=settings.llm.timeout_s,
-            scrubber=scrubber,
-        )
-
-    try:
-        yield summarize
-    finally:
-        await llm.aclose()
-
-
-# --------------------------------------------------------------------------- building
 
 
 @dataclass
@@ -373,10 +89,6 @@ def group_key(report: DiagnosisReport) -> str:
     if report.signature:
         return f"sig:{report.signature}"
     return f"unmatched:{report.stage}:{report.fault_side}"
-
-
-def short_side(fault_side: str) -> str:
-    return FAULT_SIDE_ZH.get(fault_side, fault_side).split("（", 1)[0]
 
 
 def step_link(web_url: str | None, step: FailedStep) -> str | None:
@@ -504,16 +216,13 @@ class DigestBuilder:
             until=max(end, start) + timedelta(seconds=cfg.pad_after_s),
             use_model=False,
         )
-        stats = QueryStats()
-        token = _STEP_STATS.set(stats)
-        try:
-            async with asyncio.timeout(self.step_timeout_s):
-                report = await self.analyzer.analyze(request)
-        except Exception as exc:
-            log.warning("digest_step_analysis_failed", step=step.step_instance_id, error=repr(exc)[:200])
-            return StepResult(step, None, error=type(exc).__name__, queries=stats.queries)
-        finally:
-            _STEP_STATS.reset(token)
+        with counting_step() as stats:
+            try:
+                async with asyncio.timeout(self.step_timeout_s):
+                    report = await self.analyzer.analyze(request)
+            except Exception as exc:
+                log.warning("digest_step_analysis_failed", step=step.step_instance_id, error=repr(exc)[:200])
+                return StepResult(step, None, error=type(exc).__name__, queries=stats.queries)
         if stats.errors and not report.evidence and report.stage == "unknown":
             # BkLog failed for this step: an "unknown" report would hide that, so count it as failed.
             return StepResult(step, None, error="bklog", queries=stats.queries)

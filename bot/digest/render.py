@@ -14,7 +14,7 @@ from datetime import datetime
 
 from bot.core.models import STAGE_ZH
 from bot.delivery.render import split_parts, utf8_len
-from bot.digest.build import BizTotal, Digest, DigestGroup, TrendDay, short_side
+from bot.digest.models import BizTotal, Digest, DigestGroup, TrendDay, short_side
 
 TEXT_TITLE = "【job-doctor 失败日报】"
 MD_TITLE = "## job-doctor 失败日报"

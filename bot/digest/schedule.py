@@ -1,4 +1,4 @@
-"""When and where the digest goes: the APScheduler component and exactly-once posting.
+"""When the digest goes: the APScheduler trigger, one build per fire date, each target once.
 
 * One replica builds a day's digest: a store lock per fire date (with expiry, kept alive while
   the run lasts). The built digest is cached per fire time, so a retry or another replica after
@@ -7,8 +7,6 @@
   marked are skipped. A target whose send failed is retried until `catch_up_grace_s` after the fire.
 * A bot that was down at the fire time catches up on start when the last fire time is at most
   `catch_up_grace_s` ago; the marks make sure no day is posted twice.
-* WorkTool targets go through the runtime's outbox delivery (each part at most once, history
-  checked on recovery); webhook targets keep one outbox record per message as well.
 
 `digest.cron` is a 5-field crontab (minute hour day month weekday); a 6-field form with seconds
 first is also accepted (handy for tests and demos).
@@ -18,180 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import structlog
-from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.app import keys as K
-from bot.app.services import build_bkjob
-from bot.channels.webhook import WebhookError, WebhookSender, key_id
-from bot.core.models import ChatTarget, Reply
-from bot.core.settings import DigestTarget, Settings
+from bot.core.settings import Settings
 from bot.core.store import Store, StoreError
-from bot.delivery.outbox import Outbox
-from bot.delivery.send import Delivery, delivery_key
-from bot.digest.build import (
-    DEFAULT_BKLOG_QUERIES_PER_S,
-    Digest,
-    DigestBuilder,
-    DigestHistory,
-    make_digest_analyzer,
-    model_summarizer,
-)
+from bot.delivery.send import delivery_key
 from bot.digest.collect import DigestWindow
-from bot.digest.render import markdown_parts, render_markdown, render_text, text_header, text_parts, trend_png
+from bot.digest.models import Digest
+from bot.digest.post import Target
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_WEBHOOK_BASE_URL = "https://qyapi.weixin.qq.com"
 DEFAULT_LOCK_TTL_S = 600.0
 DEFAULT_RETRY_DELAY_S = 120.0
 DEFAULT_MARK_TTL_S = 8 * 86400.0
 MIN_ATTEMPTS = 3
 
 BuildFn = Callable[[DigestWindow], Awaitable[Digest]]
-
-
-class SendIncomplete(Exception):
-    """Not every part is known to be delivered; the target stays unmarked and is retried."""
-
-
-# --------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    channel: Literal["worktool", "webhook"]
-    chat: str = ""
-    webhook_key: str = field(default="", repr=False)
-    webhook_base_url: str | None = None  # from a full webhook URL given as the key
-
-    @property
-    def id(self) -> str:
-        """Stable and loggable: a webhook key only appears as its fingerprint."""
-        if self.channel == "worktool":
-            return f"worktool:{self.chat}"
-        return f"webhook:{key_id(self.webhook_key)}"
-
-    @classmethod
-    def of(cls, target: DigestTarget) -> Target:
-        if target.channel == "worktool":
-            if not target.chat.strip():
-                raise ValueError("a worktool digest target needs `chat` (the group name)")
-            return cls("worktool", chat=target.chat.strip())
-        raw = target.key.get_secret_value().strip() if target.key is not None else ""
-        base, key = split_webhook_key(raw)
-        if not key:
-            raise ValueError("a webhook digest target needs `key` (the webhook key or its full URL)")
-        return cls("webhook", webhook_key=key, webhook_base_url=base)
-
-
-def split_webhook_key(raw: str) -> tuple[str | None, str]:
-    """Accept the bare key or the whole webhook URL as WeCom shows it (`…/webhook/send?key=…`)."""
-    if not raw.lower().startswith(("http://", "https://")):
-        return None, raw
-    parts = urlsplit(raw)
-    key = (parse_qs(parts.query).get("key") or [""])[0]
-    return f"{parts.scheme}://{parts.netloc}", key
-
-
-# --------------------------------------------------------------------------- posting
-
-
-class DigestPoster:
-    """Sends one digest to one target; raises when it is not certainly delivered."""
-
-    def __init__(
-        self,
-        store: Store,
-        session: aiohttp.ClientSession,
-        *,
-        delivery: Callable[[], Delivery | None],
-        part_max_chars: int,
-        webhook_base_url: str = DEFAULT_WEBHOOK_BASE_URL,
-        webhook_sender: Callable[[str], WebhookSender] | None = None,
-        outbox_stale_s: float = 60.0,
-    ) -> None:
-        self._delivery = delivery
-        self._session = session
-        self.part_max_chars = part_max_chars
-        self.webhook_base_url = webhook_base_url
-        self._make_sender = webhook_sender or (lambda base: WebhookSender(session, base_url=base))
-        self._senders: dict[str, WebhookSender] = {}
-        self.outbox = Outbox(store, stale_after_s=outbox_stale_s)
-
-    async def post(self, target: Target, digest: Digest, key: str) -> None:
-        if target.channel == "worktool":
-            await self._worktool(target, digest, key)
-        else:
-            await self._webhook(target, digest, key)
-
-    async def _worktool(self, target: Target, digest: Digest, key: str) -> None:
-        delivery = self._delivery()
-        if delivery is None:
-            raise SendIncomplete("the WorkTool channel is not running")
-        parts = text_parts(digest, self.part_max_chars)
-        reply = Reply(
-            target=ChatTarget(channel="worktool", chat_id=target.chat, chat_name=target.chat, is_group=True),
-            kind="digest",
-            title=text_header(digest),
-            text=render_text(digest),
-            markdown=render_markdown(digest),
-            parts=parts,
-            key=key,
-        )
-        await delivery.send(reply, key)
-        states = [await delivery.outbox.state(key, i) for i in range(len(parts))]
-        if any(s != "sent" for s in states):
-            # "busy" (another process is mid-send) or no WorkTool channel registered.
-            raise SendIncomplete(f"{states.count('sent')}/{len(parts)} parts confirmed")
-
-    def _sender(self, base_url: str) -> WebhookSender:
-        sender = self._senders.get(base_url)
-        if sender is None:
-            sender = self._senders[base_url] = self._make_sender(base_url)
-        return sender
-
-    async def _webhook(self, target: Target, digest: Digest, key: str) -> None:
-        sender = self._sender(target.webhook_base_url or self.webhook_base_url)
-        parts = markdown_parts(digest)
-        for index, part in enumerate(parts):
-            state = await self.outbox.begin(key, index)
-            if state == "skip":
-                continue
-            if state == "busy":
-                raise SendIncomplete(f"webhook part {index + 1} is being sent elsewhere")
-            # "recover": the webhook has no history to look at; sending again beats losing it.
-            try:
-                await sender.send_markdown(target.webhook_key, part)
-            except (WebhookError, ValueError):
-                await self.outbox.abort(key, index)
-                raise
-            await self.outbox.done(key, index)
-        if digest.empty or not digest.trend:
-            return
-        index = len(parts)
-        if await self.outbox.begin(key, index) != "send":
-            return
-        try:
-            await sender.send_image(target.webhook_key, trend_png(digest.trend))
-        except WebhookError as exc:  # the picture is extra: the digest itself went out
-            await self.outbox.abort(key, index)
-            log.warning("digest_trend_image_failed", target=target.id, errcode=exc.errcode)
-            return
-        await self.outbox.done(key, index)
-
-
-# --------------------------------------------------------------------------- schedule
 
 
 def make_trigger(cron: str, tz: ZoneInfo) -> CronTrigger:
@@ -416,66 +265,24 @@ class DigestRunner:
         return digest
 
 
-# --------------------------------------------------------------------------- app component
-
-DIGEST_RUNNER = web.AppKey("digest_runner", DigestRunner)
-# Optional overrides set before start-up (tests, private deployments of the webhook API).
-WEBHOOK_BASE_URL = web.AppKey("digest_webhook_base_url", str)
-BKLOG_QUERIES_PER_S = web.AppKey("digest_bklog_queries_per_s", float)
-
-
 def digest_enabled(settings: Settings) -> bool:
     cfg = settings.digest
     return bool(cfg.biz_ids) and bool(cfg.targets) and settings.bkjob.base_url is not None
 
 
-def setup_digest(app: web.Application) -> None:
-    """The scheduled daily digest; active when businesses, targets and BK-JOB are configured.
-
-    Register after `setup_runtime` (WorkTool targets are sent through its delivery service).
-    """
-    if not digest_enabled(app[K.SETTINGS]):
-        return
-    app.cleanup_ctx.append(_digest_ctx)
+Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
 
 
-async def _digest_ctx(app: web.Application) -> AsyncIterator[None]:
-    from bot.app.runtime import DELIVERY
+class DigestScheduler:
+    """Fires `runner.on_fire` on the cron (in the app's loop) and catches up once on start."""
 
-    settings, store, session, tasks = app[K.SETTINGS], app[K.STORE], app[K.HTTP], app[K.TASKS]
-    bkjob = build_bkjob(settings, session)
-    assert bkjob is not None  # digest_enabled checked it
-    async with model_summarizer(settings) as summarize:
-        builder = DigestBuilder(
-            settings,
-            bkjob=bkjob,
-            analyzer=make_digest_analyzer(
-                settings,
-                session,
-                bklog_queries_per_s=app.get(BKLOG_QUERIES_PER_S, DEFAULT_BKLOG_QUERIES_PER_S),
-            ),
-            history=DigestHistory(store),
-            summarize=summarize,
-        )
-        poster = DigestPoster(
-            store,
-            session,
-            delivery=lambda: app.get(DELIVERY),
-            part_max_chars=settings.worktool.part_max_chars,
-            webhook_base_url=app.get(WEBHOOK_BASE_URL, DEFAULT_WEBHOOK_BASE_URL),
-        )
+    def __init__(self, runner: DigestRunner, settings: Settings) -> None:
+        self.runner = runner
+        self.settings = settings
+        self._scheduler: AsyncIOScheduler | None = None
 
-        async def build(window: DigestWindow) -> Digest:
-            return await builder.build(window, record_history=True)
-
-        runner = DigestRunner(settings, store, build=build, post=poster.post)
-        app[DIGEST_RUNNER] = runner
-
-        def spawn(coro: Coroutine[Any, Any, Any], name: str) -> None:
-            try:
-                tasks.spawn(coro, name=name)
-            except RuntimeError:  # shutting down: the next start catches up
-                log.info("digest_not_started_shutting_down")
+    def start(self, spawn: Spawn) -> None:
+        runner = self.runner
 
         async def fire() -> None:
             spawn(runner.on_fire(), "digest-run")
@@ -485,16 +292,19 @@ async def _digest_ctx(app: web.Application) -> AsyncIterator[None]:
             fire,
             runner.trigger,
             id="job-doctor-digest",
-            misfire_grace_time=max(1, int(settings.digest.catch_up_grace_s)),
+            misfire_grace_time=max(1, int(self.settings.digest.catch_up_grace_s)),
             coalesce=True,
             max_instances=1,
         )
         scheduler.start()
+        self._scheduler = scheduler
         spawn(runner.catch_up(), "digest-catch-up")
-        log.info("digest_scheduled", cron=settings.digest.cron, time_zone=settings.digest.time_zone)
-        try:
-            yield
-        finally:
-            scheduler.shutdown(wait=False)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0)  # let the scheduler's loop-side shutdown run
+        log.info("digest_scheduled", cron=self.settings.digest.cron, time_zone=self.settings.digest.time_zone)
+
+    async def stop(self) -> None:
+        if self._scheduler is None:
+            return
+        self._scheduler.shutdown(wait=False)
+        self._scheduler = None
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)  # let the scheduler's loop-side shutdown run

@@ -2,7 +2,14 @@
 
 from bot.llm.budget import BUDGET_NOTICE, TokenBudget
 from bot.llm.client import CallEvent, CallObserver, LlmClient, LlmError
-from bot.llm.diagnose import LlmResult, ToolBox, answer_question, llm_diagnose, summarize_digest
+from bot.llm.diagnose import (
+    LlmResult,
+    QuestionModel,
+    ToolBox,
+    answer_question,
+    llm_diagnose,
+    summarize_digest,
+)
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber, SecretLeak
 
@@ -14,6 +21,7 @@ __all__ = [
     "LlmError",
     "LlmResult",
     "PromptLibrary",
+    "QuestionModel",
     "Scrubber",
     "SecretLeak",
     "TokenBudget",

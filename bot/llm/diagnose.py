@@ -73,8 +73,6 @@ class ToolBox(Protocol):
 
     async def agent_state(self, hosts: Sequence[str]) -> str: ...
 
-    async def step_status(self) -> str: ...
-
 
 def _tool_lines(specs: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
     return [{"name": s["function"]["name"], "description": s["function"]["description"]} for s in specs]
@@ -318,8 +316,6 @@ async def _run_tool(run: _Run, call: ToolCall) -> str:
                 if not isinstance(hosts, list) or not hosts:
                     return "hosts 必须是非空数组。"
                 text = await toolbox.agent_state([str(h) for h in hosts[:50]])
-            elif call.name == "step_status":
-                text = await toolbox.step_status()
             else:
                 return f"没有名为 {call.name} 的工具。"
     except TimeoutError:
@@ -494,6 +490,29 @@ async def answer_question(
             await budget.add(budget_key, usage.total_tokens)
         except Exception:
             log.warning("llm_budget_add_failed", exc_info=True)
+
+
+@dataclass(frozen=True)
+class QuestionModel:
+    """`answer_question` bound to one client and budget: the conversation's model answerer."""
+
+    client: LlmClient
+    prompts: PromptLibrary
+    scrubber: Scrubber
+    deadline_s: float
+    budget: TokenBudget | None = None
+
+    async def __call__(self, question: str, knowledge: str, *, budget_key: str) -> str | None:
+        return await answer_question(
+            self.client,
+            self.prompts,
+            question,
+            knowledge,
+            self.deadline_s,
+            scrubber=self.scrubber,
+            budget=self.budget,
+            budget_key=budget_key,
+        )
 
 
 async def summarize_digest(

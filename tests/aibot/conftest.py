@@ -4,7 +4,6 @@ and helpers that talk to the app the way WeCom does (over real HTTP / WebSocket)
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +13,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app.runtime import ANALYZE, Analyze, setup_runtime
+from bot.app import keys as K
+from bot.app.services import AppOptions
 from bot.app.web import create_app
 from bot.channels.wecom.aibot import AibotOptions
-from bot.channels.wecom.http_mode import PATH, setup_wecom_aibot
-from bot.channels.wecom.ws_mode import setup_wecom_aibot_ws
+from bot.channels.wecom.http_mode import PATH
+from bot.channels.wecom.ws_mode import AibotWsClient
 from bot.core.models import AnalysisJob, DiagnosisReport, Evidence
 from bot.core.settings import Settings
 from bot.core.store import open_store
@@ -70,18 +70,13 @@ def aibot_settings(prefix: str, *, ws_url: str = "", http: bool = True) -> Setti
     )
 
 
-def build_app(settings: Settings, stub: AnalyzeStub, options: AibotOptions) -> web.Application:
-    app = create_app(
-        settings,
-        components=[
-            functools.partial(setup_wecom_aibot, options=options),
-            functools.partial(setup_wecom_aibot_ws, options=options),
-            setup_runtime,
-        ],
-    )
-    analyze: Analyze = stub
-    app[ANALYZE] = analyze
-    return app
+async def build_app(settings: Settings, stub: AnalyzeStub, options: AibotOptions) -> web.Application:
+    return await create_app(settings, options=AppOptions(analyze=stub, aibot=options))
+
+
+def ws_client(app: web.Application) -> AibotWsClient:
+    """The app's WebSocket client (the endpoint that holds the lease)."""
+    return next(e for e in app[K.SERVICES].endpoints if isinstance(e, AibotWsClient))
 
 
 @pytest.fixture

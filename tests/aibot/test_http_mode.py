@@ -12,10 +12,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from bot.channels.wecom.aibot import PLACEHOLDER, STILL_WORKING, UNSUPPORTED, WELCOME, AibotOptions
+from bot.channels.wecom.aibot import AibotOptions
 from bot.channels.wecom.http_mode import PATH
 from bot.delivery.render import HEADER_PREFIX
 from handlers import texts
+from handlers.texts import AIBOT_PLACEHOLDER as PLACEHOLDER
+from handlers.texts import AIBOT_STILL_WORKING as STILL_WORKING
+from handlers.texts import AIBOT_WELCOME as WELCOME
+from handlers.texts import UNSUPPORTED_TYPE as UNSUPPORTED
 from tests.aibot.conftest import (
     AibotCaller,
     AnalyzeStub,
@@ -43,7 +47,7 @@ async def start(
         *, stub: AnalyzeStub | None = None, options: AibotOptions | None = None
     ) -> tuple[AibotCaller, AnalyzeStub, TestClient[Any, Any]]:
         stub = stub or AnalyzeStub()
-        app = build_app(aibot_settings(key_prefix), stub, options or AibotOptions())
+        app = await build_app(aibot_settings(key_prefix), stub, options or AibotOptions())
         client = await aiohttp_client(app)
         return AibotCaller(client, side), stub, client
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from bot.channels.wecom.aibot import (
-    PLACEHOLDER,
-    STILL_WORKING,
     StreamPart,
     StreamView,
     classify_callback,
     compose,
 )
 from bot.delivery.render import HEADER_PREFIX, utf8_len
+from handlers.texts import AIBOT_PLACEHOLDER as PLACEHOLDER
+from handlers.texts import AIBOT_STILL_WORKING as STILL_WORKING
 from tests.fakes.wecom_aibot import WeComAibotSide
 
 

@@ -10,11 +10,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from bot.app import keys as K
-from bot.channels.wecom.aibot import PLACEHOLDER, WELCOME, AibotOptions
-from bot.channels.wecom.ws_mode import WS_CLIENT
+from bot.channels.wecom.aibot import AibotOptions
 from bot.delivery.render import HEADER_PREFIX
 from handlers import texts
-from tests.aibot.conftest import AnalyzeStub, ServerFactory, aibot_settings, build_app, settle
+from handlers.texts import AIBOT_PLACEHOLDER as PLACEHOLDER
+from handlers.texts import AIBOT_WELCOME as WELCOME
+from tests.aibot.conftest import AnalyzeStub, ServerFactory, aibot_settings, build_app, settle, ws_client
 from tests.fakes.wecom_aibot import BOT_ID, SECRET, FakeAibotWsServer, WeComAibotSide
 
 STEP = 20031265400
@@ -42,7 +43,7 @@ async def start(
 
     async def make(stub: AnalyzeStub | None = None) -> TestServer:
         settings = aibot_settings(key_prefix, ws_url=fake_ws.url, http=False)
-        server = await aiohttp_server(build_app(settings, stub or AnalyzeStub(), options))
+        server = await aiohttp_server(await build_app(settings, stub or AnalyzeStub(), options))
         servers.append(server)
         return server
 
@@ -125,12 +126,12 @@ async def test_one_lease_holder_and_takeover(start: Start, fake_ws: FakeAibotWsS
     first, second = server_one.app, (await start()).app
     await asyncio.sleep(1.0)  # several lease retries of the second instance
     assert fake_ws.subscriptions == 1 and fake_ws.kicked == 0
-    assert first[WS_CLIENT].holding and not second[WS_CLIENT].holding
+    assert ws_client(first).holding and not ws_client(second).holding
 
     # the holder stops (deploy, crash handled by the lease TTL): the other one takes over
     await server_one.close()
     await fake_ws.wait_for(lambda: fake_ws.subscriptions == 2, within_s=5)
-    assert second[WS_CLIENT].holding and fake_ws.kicked == 0
+    assert ws_client(second).holding and fake_ws.kicked == 0
     req_id = await fake_ws.push_message(text(f"{STEP + 3}", user="sunqi"))
     await fake_ws.wait_for(lambda: any(s.get("finish") for s in fake_ws.stream_frames(req_id)))
     assert fake_ws.stream_frames(req_id)[-1]["content"].startswith(
@@ -143,7 +144,7 @@ async def test_lost_lease_drops_the_connection(
 ) -> None:
     app = (await start()).app
     await fake_ws.wait_for(lambda: fake_ws.subscriptions == 1)
-    store = app[K.STORE]
+    store = app[K.SERVICES].store
     await store.delete(store.key("lock", f"aibot-ws:{BOT_ID}"))  # e.g. expired during a long pause
     # the holder notices at its next renewal, disconnects, and (alone) takes the lease again
     await fake_ws.wait_for(lambda: fake_ws.subscriptions == 2, within_s=options.lease_ttl_s * 3)

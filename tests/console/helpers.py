@@ -9,9 +9,8 @@ from typing import Any
 
 from aiohttp import ClientWebSocketResponse, WSMsgType, web
 
-from bot.app.runtime import ANALYZE, setup_runtime
+from bot.app.services import AppOptions
 from bot.app.web import create_app
-from bot.channels.console import setup_console
 from bot.core.models import AnalysisJob, DiagnosisReport, Evidence, TimelineEntry
 from bot.core.settings import Settings
 
@@ -67,10 +66,11 @@ def console_settings(**overrides: Any) -> Settings:
     return Settings(**data)
 
 
-def console_app(settings: Settings, *, mode: str = "serve") -> web.Application:
-    app = create_app(settings, mode=mode, components=[setup_console, setup_runtime])
-    app[ANALYZE] = stub_analyze
-    return app
+async def console_app(
+    settings: Settings, *, mode: str = "serve", samples: list[object] | None = None
+) -> web.Application:
+    options = AppOptions(mode=mode, analyze=stub_analyze, samples=samples or [])
+    return await create_app(settings, options=options)
 
 
 class Page:

@@ -13,8 +13,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.channels.console import SAMPLE_IDS
-
 from .helpers import REPORT_HEADER, STEP_ID, console_app, console_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -79,8 +77,7 @@ async def console_page(app: web.Application, *, height: int) -> AsyncIterator[tu
 @pytest.mark.browser
 async def test_console_page_end_to_end() -> None:
     _require_browser()
-    app = console_app(console_settings())
-    app[SAMPLE_IDS] = [STEP_ID]
+    app = await console_app(console_settings(), samples=[STEP_ID])
     async with console_page(app, height=960) as (page, errors):
         # A failure without an id: the bot asks for it.
         await page.fill("#input", "@job-doctor 帮我看看这个任务为什么失败")
@@ -133,7 +130,7 @@ async def test_console_page_end_to_end() -> None:
 async def test_demo_console_with_the_real_pipeline() -> None:
     """`job-doctor demo` as a user sees it: sandbox BkLog/BK-JOB/GSE, real pipeline, console."""
     _require_browser()
-    from bot.app.components import app_components, attach_samples
+    from bot.app.services import AppOptions
     from bot.app.web import create_app
     from bot.core.settings import Settings
     from bot.devtools.demo import demo_settings, start_sandbox
@@ -141,8 +138,7 @@ async def test_demo_console_with_the_real_pipeline() -> None:
     box = await start_sandbox()
     try:
         settings = demo_settings(Settings(http={"host": "127.0.0.1"}), box)
-        app = create_app(settings, mode="demo", components=app_components())
-        attach_samples(app, box.samples)
+        app = await create_app(settings, options=AppOptions(mode="demo", samples=box.samples))
         step = next(s["id"] for s in box.samples if s["label"] == "agent_offline_117")
         async with console_page(app, height=1000) as (page, errors):
             await page.fill("#input", "@job-doctor 帮我看看这个任务为什么失败")

@@ -12,6 +12,7 @@ from bot.channels.console import (
     to_incoming,
 )
 from bot.core.models import ChatTarget, Reply
+from bot.delivery.port import Part
 
 GROUP = ChatTarget(channel="console", chat_id="console-group", chat_name="演示群", is_group=True)
 PRIVATE = ChatTarget(channel="console", chat_id="console-private:王五", chat_name="王五", is_group=False)
@@ -74,9 +75,10 @@ async def test_parts_go_to_history_with_their_kind_and_are_found_again() -> None
     ch = ConsoleChannel(history=3)
     since = int(time.time() * 1000) - 1000
     reply = Reply(target=GROUP, kind="question", mention=["张三"], text="请提供 id", markdown="请提供 **id**")
-    [part] = ch.render(reply)
-    assert await ch.already_sent(GROUP, part, since_ms=since) is False
-    await ch.send_part(GROUP, part, mention=reply.mention, first=True)
+    [text] = ch.render(reply)
+    part = Part(reply, text)
+    assert await ch.already_sent(part, since_ms=since) is False
+    await ch.send_part(part)
     [frame] = ch.messages("console-group")
     assert frame == {
         **frame,
@@ -87,15 +89,18 @@ async def test_parts_go_to_history_with_their_kind_and_are_found_again() -> None
         "chat": "console-group",
         "seq": 1,
     }
-    assert await ch.already_sent(GROUP, part, since_ms=since) is True
-    assert await ch.already_sent(GROUP, part, since_ms=frame["ts"] + 1) is False
-    assert await ch.already_sent(PRIVATE, part, since_ms=since) is False
-    # a part rendered elsewhere still gets a sensible kind
-    await ch.send_part(GROUP, "@张三 【job-doctor 诊断报告】stepInstanceId=1", mention=[], first=True)
+    assert await ch.already_sent(part, since_ms=since) is True
+    assert await ch.already_sent(part, since_ms=frame["ts"] + 1) is False
+    elsewhere = Part(reply.model_copy(update={"target": PRIVATE}), text)
+    assert await ch.already_sent(elsewhere, since_ms=since) is False
+    # a part rendered before (reply.parts prefilled) keeps its reply's kind
+    header = "【job-doctor 诊断报告】stepInstanceId=1"
+    prefilled = Reply(target=GROUP, kind="report", parts=[header])
+    await ch.send_part(Part(prefilled, header))
     assert ch.messages("console-group")[-1]["kind"] == "report"
     # bounded history
     for i in range(5):
-        await ch.send_part(GROUP, f"第 {i} 条", mention=[], first=True)
+        await ch.send_part(Part(Reply(target=GROUP, text=f"第 {i} 条"), f"第 {i} 条"))
     assert [m["markdown"] for m in ch.messages("console-group")] == ["第 2 条", "第 3 条", "第 4 条"]
 
 
@@ -103,7 +108,7 @@ async def test_reserved_echo_keeps_its_place_before_the_answer() -> None:
     ch = ConsoleChannel()
     seq = ch.reserve_echo("console-group", "演示群", "张三", "@job-doctor 20031265375", "c1")
     assert ch.messages("console-group") == []  # not shown before the inbox accepted it
-    await ch.send_part(GROUP, "答复", mention=[], first=True)  # the answer overtakes the echo
+    await ch.send_part(Part(Reply(target=GROUP, text="答复"), "答复"))  # the answer overtakes the echo
     ch.confirm_echo("console-group", seq)
     assert [m["from"] for m in ch.messages("console-group")] == ["张三", "bot"]
     assert ch.has_client_message("console-group", "c1")

@@ -12,8 +12,7 @@ import pytest
 from aiohttp import WSServerHandshakeError
 from aiohttp.test_utils import TestClient
 
-from bot.app.runtime import CHANNELS
-from bot.channels.console import CONSOLE, CONSOLE_TOKEN, SAMPLE_IDS
+from bot.app import keys as K
 from bot.core.settings import Settings
 from bot.core.store import open_store
 
@@ -53,7 +52,7 @@ def cid() -> str:
 async def test_group_asks_for_id_then_reports_on_plain_reply(
     aiohttp_client: ClientFactory, flow_settings: Settings
 ) -> None:
-    client = await aiohttp_client(console_app(flow_settings))
+    client = await aiohttp_client(await console_app(flow_settings))
     asker = await open_page(client, "张三")
     colleague = await open_page(client, "李四")
 
@@ -86,7 +85,7 @@ async def test_group_asks_for_id_then_reports_on_plain_reply(
 
 
 async def test_group_chatter_without_mention_is_ignored(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(console_app(console_settings()))
+    client = await aiohttp_client(await console_app(console_settings()))
     page = await open_page(client, "赵六")
     msg = cid()
     await page.say("大家中午吃什么", msg)
@@ -98,7 +97,7 @@ async def test_group_chatter_without_mention_is_ignored(aiohttp_client: ClientFa
 async def test_resend_with_same_client_id_gets_one_answer(
     aiohttp_client: ClientFactory, flow_settings: Settings
 ) -> None:
-    client = await aiohttp_client(console_app(flow_settings))
+    client = await aiohttp_client(await console_app(flow_settings))
     page = await open_page(client, "张三")
     other_tab = await open_page(client, "张三")
     same = cid()
@@ -124,7 +123,7 @@ async def test_resend_with_same_client_id_gets_one_answer(
 
 
 async def test_private_chat_needs_no_mention(aiohttp_client: ClientFactory, flow_settings: Settings) -> None:
-    client = await aiohttp_client(console_app(flow_settings))
+    client = await aiohttp_client(await console_app(flow_settings))
     group = await open_page(client, "旁观者")
     private = await open_page(client, "王五", mode="private")
     await private.say("帮我看看这个任务为什么失败", cid())
@@ -140,7 +139,7 @@ async def test_private_chat_needs_no_mention(aiohttp_client: ClientFactory, flow
 
 
 async def test_join_switches_chat_and_replays_it(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(console_app(console_settings()))
+    client = await aiohttp_client(await console_app(console_settings()))
     page = await open_page(client, "王五", mode="private")
     await page.say("帮助", cid())
     await page.wait_for(is_bot("answer"))
@@ -156,7 +155,7 @@ async def test_join_switches_chat_and_replays_it(aiohttp_client: ClientFactory) 
 
 
 async def test_bad_frames_get_a_clear_answer(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(console_app(console_settings()))
+    client = await aiohttp_client(await console_app(console_settings()))
     page = await open_page(client, "张三")
     await page.ws.send_str("not json")
     err = await page.wait_for(lambda f: f["type"] == "error")
@@ -174,12 +173,14 @@ async def test_bad_frames_get_a_clear_answer(aiohttp_client: ClientFactory) -> N
 async def test_reply_sent_while_nobody_is_connected_is_delivered_on_connect(
     aiohttp_client: ClientFactory,
 ) -> None:
-    client = await aiohttp_client(console_app(console_settings()))
+    client = await aiohttp_client(await console_app(console_settings()))
     page = await open_page(client, "张三")
     await page.say(f"@job-doctor {STEP_ID}", cid())
     await page.wait_for(lambda f: f["type"] == "ack" and f["accepted"])
     await page.ws.close()  # the tab closes before the report is ready
-    channel = client.app[CONSOLE]
+    console = client.app[K.SERVICES].console
+    assert console is not None
+    channel = console.hub
     async with asyncio.timeout(10):
         while not any(m["kind"] == "report" for m in channel.messages("console-group")):
             await asyncio.sleep(0.05)
@@ -189,7 +190,7 @@ async def test_reply_sent_while_nobody_is_connected_is_delivered_on_connect(
 
 
 async def test_recent_api_lists_the_analysis(aiohttp_client: ClientFactory, flow_settings: Settings) -> None:
-    client = await aiohttp_client(console_app(flow_settings))
+    client = await aiohttp_client(await console_app(flow_settings))
     resp = await client.get("/console/api/recent")
     assert resp.status == 200 and (await resp.json())["items"] == []
     page = await open_page(client, "张三")
@@ -212,11 +213,12 @@ async def test_recent_api_lists_the_analysis(aiohttp_client: ClientFactory, flow
 
 
 async def test_samples_api(aiohttp_client: ClientFactory) -> None:
-    app = console_app(console_settings())
+    app = await console_app(console_settings())
     client = await aiohttp_client(app)
     assert await (await client.get("/console/api/samples")).json() == {"samples": []}
-    app2 = console_app(console_settings())
-    app2[SAMPLE_IDS] = [STEP_ID, {"id": "20031265376", "label": "下发失败"}]
+    app2 = await console_app(
+        console_settings(), samples=[STEP_ID, {"id": "20031265376", "label": "下发失败"}]
+    )
     client2 = await aiohttp_client(app2)
     body = await (await client2.get("/console/api/samples")).json()
     assert body["samples"] == [
@@ -226,7 +228,7 @@ async def test_samples_api(aiohttp_client: ClientFactory) -> None:
 
 
 async def test_page_and_assets_are_served_with_a_strict_policy(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(console_app(console_settings()))
+    client = await aiohttp_client(await console_app(console_settings()))
     resp = await client.get("/console")
     assert resp.status == 200 and resp.content_type == "text/html"
     html = await resp.text()
@@ -246,7 +248,7 @@ async def test_page_and_assets_are_served_with_a_strict_policy(aiohttp_client: C
 async def test_token_required_on_a_non_loopback_host(aiohttp_client: ClientFactory) -> None:
     token = "console-s3cret-token"
     settings = console_settings(http={"host": "0.0.0.0"}, console={"token": token})
-    client = await aiohttp_client(console_app(settings))
+    client = await aiohttp_client(await console_app(settings))
     for path in ("/console", "/console/api/recent", "/console/api/samples", "/console/static/app.js"):
         resp = await client.get(path)
         assert resp.status == 401, path
@@ -273,38 +275,40 @@ async def test_token_required_on_a_non_loopback_host(aiohttp_client: ClientFacto
 async def test_non_loopback_without_token_turns_the_console_off_under_serve(
     aiohttp_client: ClientFactory,
 ) -> None:
-    app = console_app(console_settings(http={"host": "0.0.0.0"}))
+    app = await console_app(console_settings(http={"host": "0.0.0.0"}))
     client = await aiohttp_client(app)
     assert (await client.get("/console")).status == 404
     assert (await client.get("/console/api/recent")).status == 404
-    assert "console" not in app[CHANNELS].names
+    assert "console" not in app[K.SERVICES].channels.names
     assert (await client.get("/healthz")).status == 200
 
 
 async def test_unset_host_means_public_under_serve(aiohttp_client: ClientFactory) -> None:
     settings = console_settings(http={"host": None})
-    client = await aiohttp_client(console_app(settings))
+    client = await aiohttp_client(await console_app(settings))
     assert (await client.get("/console")).status == 404  # 0.0.0.0 by default, no token: off
 
 
 async def test_demo_on_a_public_host_makes_up_a_token(aiohttp_client: ClientFactory) -> None:
-    app = console_app(console_settings(http={"host": "0.0.0.0"}), mode="demo")
+    app = await console_app(console_settings(http={"host": "0.0.0.0"}), mode="demo")
     client = await aiohttp_client(app)
     assert (await client.get("/console")).status == 401
-    token = app[CONSOLE_TOKEN]
-    assert len(token) >= 20
+    console = app[K.SERVICES].console
+    token = console.token if console else None
+    assert token is not None and len(token) >= 20
     assert (await client.get("/console", params={"token": token})).status == 200
 
 
 async def test_demo_defaults_to_loopback(aiohttp_client: ClientFactory) -> None:
-    app = console_app(console_settings(http={"host": None}), mode="demo")
+    app = await console_app(console_settings(http={"host": None}), mode="demo")
     client = await aiohttp_client(app)
     assert (await client.get("/console")).status == 200
-    assert CONSOLE_TOKEN not in app
+    console = app[K.SERVICES].console
+    assert console is not None and console.token is None
 
 
 async def test_loopback_console_refuses_foreign_host_and_origin(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(console_app(console_settings()))
+    client = await aiohttp_client(await console_app(console_settings()))
     # A DNS-rebound name pointing at 127.0.0.1 is not "this machine's page".
     assert (await client.get("/console", headers={"Host": "evil.example:8080"})).status == 403
     assert (await client.get("/console", headers={"Host": "localhost:8080"})).status == 200

@@ -2,8 +2,8 @@
 
 - the WorkTool cloud: `tests.fakes.worktool.FakeWorkTool` (send API + execution history);
 - BkLog: the sandbox gateway serving scenario logs from the scenario corpus;
-- the bot: `create_app(settings, components=[setup_worktool, setup_pipeline, setup_runtime])`,
-  reached through `POST /worktool/callback?token=…` exactly as WorkTool calls it.
+- the bot: `create_app(settings)`, as `serve` builds it, reached through
+  `POST /worktool/callback?token=…` exactly as WorkTool calls it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from typing import Any
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app.runtime import REPORTS, setup_runtime
-from bot.app.services import setup_pipeline
+from bot.app import keys as K
 from bot.app.web import create_app
-from bot.channels.worktool.channel import setup_worktool
 from bot.core.settings import Settings
 from bot.core.store import Store, open_store
 from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
@@ -243,11 +241,11 @@ class Rig:
 
     @property
     def report_store(self) -> Any:
-        return self.app[REPORTS]
+        return self.app[K.SERVICES].reports
 
 
 async def start_bot(settings: Settings) -> TestClient[Any, Any]:
-    app = create_app(settings, components=[setup_worktool, setup_pipeline, setup_runtime])
+    app = await create_app(settings)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     return client

@@ -11,21 +11,17 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bot.app.services import build_bkjob
+from bot.app.services import build_bkjob, build_bklog
 from bot.core.settings import Settings
 from bot.core.store import Store, open_store
 from bot.devtools.sandbox import FAULTS, REQUESTS, gateway_error
 from bot.devtools.sandbox.bklog import recorded_queries
-from bot.digest.build import (
-    Digest,
-    DigestBuilder,
-    DigestHistory,
-    HistoryDay,
-    TokenBucket,
-    make_digest_analyzer,
-)
+from bot.digest.build import DigestBuilder, digest_analyzer
 from bot.digest.collect import DigestWindow
+from bot.digest.history import DigestHistory, HistoryDay
+from bot.digest.models import Digest
 from bot.digest.render import render_markdown, render_text
+from bot.digest.throttle import TokenBucket
 from tests.digest.conftest import Serve
 from tests.digest.world import (
     AGENT_OFFLINE,
@@ -57,7 +53,7 @@ async def build(
     builder = DigestBuilder(
         settings,
         bkjob=bkjob,
-        analyzer=make_digest_analyzer(settings, session, **kw),
+        analyzer=digest_analyzer(settings, build_bklog(settings, session), **kw),
         history=DigestHistory(store) if store is not None else None,
         page_size=page_size,
     )
@@ -274,7 +270,7 @@ async def test_bklog_query_rate_is_capped(serve: Serve, session: aiohttp.ClientS
     settings = world_settings(bkjob_url=await serve(w.bkjob_app()), bklog_url=await serve(bklog), biz_ids=[2])
 
     started = time.perf_counter()
-    digest = await build(settings, session, bklog_queries_per_s=5.0)
+    digest = await build(settings, session, queries_per_s=5.0)
     elapsed = time.perf_counter() - started
 
     queries = len(recorded_queries(bklog))

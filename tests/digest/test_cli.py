@@ -1,4 +1,4 @@
-"""`job-doctor digest [--dry-run] [--json]` through `run_digest_command`."""
+"""`job-doctor digest [--dry-run] [--json]` through the command's entry point."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 import pytest
 import structlog
 
-from bot.cli.digest import run_digest_command
+from bot.cli.digest import run as run_digest_command
 from bot.core.logsetup import configure_logging
 from bot.core.settings import Settings
 from tests.digest.conftest import Serve

@@ -20,21 +20,25 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Handler
 
-from bot.app.runtime import setup_runtime
-from bot.app.services import build_bkjob
+from bot.app import keys as K
+from bot.app.services import build_bkjob, build_bklog
 from bot.app.web import create_app
-from bot.channels.worktool.channel import WorkToolChannel, setup_worktool
+from bot.channels.base import Ingress
+from bot.channels.worktool.channel import WorkToolChannel
 from bot.channels.worktool.sender import WorkToolSender
 from bot.core.metrics import Metrics
 from bot.core.settings import Settings
 from bot.core.store import Store, open_store
 from bot.delivery.outbox import Outbox
 from bot.delivery.port import ChannelRegistry
+from bot.delivery.queue import Inbox
 from bot.delivery.send import Delivery
 from bot.devtools.sandbox import REQUESTS
-from bot.digest.build import DigestBuilder, DigestHistory, make_digest_analyzer
+from bot.digest.build import DigestBuilder, digest_analyzer
 from bot.digest.collect import DigestWindow
-from bot.digest.schedule import DIGEST_RUNNER, DigestPoster, DigestRunner, setup_digest
+from bot.digest.history import DigestHistory
+from bot.digest.post import DigestPoster
+from bot.digest.schedule import DigestRunner
 from tests.conftest import REDIS_URL
 from tests.digest.conftest import Serve
 from tests.digest.world import SCRIPT_EXIT, TZ, World, before, fire_at, world_settings
@@ -118,19 +122,23 @@ def make_runner(
     bkjob = build_bkjob(settings, session)
     assert bkjob is not None
     builder = DigestBuilder(
-        settings, bkjob=bkjob, analyzer=make_digest_analyzer(settings, session), history=DigestHistory(store)
+        settings,
+        bkjob=bkjob,
+        analyzer=digest_analyzer(settings, build_bklog(settings, session)),
+        history=DigestHistory(store),
     )
     cfg = settings.worktool
     sender = WorkToolSender(
         session, base_url=str(cfg.base_url), robot_id=cfg.robot_id, timeout_s=2, send_interval_s=0
     )
     channels = ChannelRegistry()
-    channels.add(WorkToolChannel(sender, part_max_chars=cfg.part_max_chars))
-    delivery = Delivery(channels, Outbox(store), Metrics(), backoff_s=0.01, unknown_recheck_s=0.01)
+    metrics = Metrics()
+    channels.add(WorkToolChannel(settings, sender, Ingress(Inbox(store), metrics)))
+    delivery = Delivery(channels, Outbox(store), metrics, backoff_s=0.01, unknown_recheck_s=0.01)
     poster = DigestPoster(
         store,
         session,
-        delivery=lambda: delivery,
+        delivery=delivery,
         part_max_chars=cfg.part_max_chars,
         outbox_stale_s=outbox_stale_s,
     )
@@ -321,11 +329,12 @@ async def test_component_runs_on_schedule_and_posts_once(serve: Serve, store: St
     # Fires every second: the first fire (or the start-up catch-up) posts today's digest, the
     # following fires find it posted.
     rig = await make_rig(serve, store, world, cron="* * * * * *", catch_up_grace_s=3600)
-    app = create_app(rig.settings, components=[setup_worktool, setup_runtime, setup_digest])
+    app = await create_app(rig.settings)
     client: TestClient[Any, Any] = TestClient(TestServer(app))
     await client.start_server()
     try:
-        runner = app[DIGEST_RUNNER]
+        runner = app[K.SERVICES].digest_runner
+        assert runner is not None
         day = runner.now().date().isoformat()
         deadline = time.monotonic() + 20
         while len(await runner.posted_targets(day)) < 2:

@@ -17,10 +17,10 @@ ClientFactory = Callable[..., Any]
 
 
 async def test_healthz_and_metrics(aiohttp_client: ClientFactory, settings: Settings) -> None:
-    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+    client: TestClient[Any, Any] = await aiohttp_client(await create_app(settings))
     resp = await client.get("/healthz")
     assert resp.status == 200 and (await resp.json())["status"] == "ok"
-    client.app[K.METRICS].messages_received.labels("worktool").inc()
+    client.app[K.SERVICES].metrics.messages_received.labels("worktool").inc()
     text = await (await client.get("/metrics")).text()
     assert 'job_doctor_messages_received_total{channel="worktool"} 1.0' in text
     for name in (
@@ -32,7 +32,7 @@ async def test_healthz_and_metrics(aiohttp_client: ClientFactory, settings: Sett
 
 
 async def test_readyz_ok_on_embedded_store(aiohttp_client: ClientFactory, settings: Settings) -> None:
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(await create_app(settings))
     resp = await client.get("/readyz")
     body = await resp.json()
     assert resp.status == 200
@@ -43,14 +43,14 @@ async def test_readyz_ok_on_embedded_store(aiohttp_client: ClientFactory, settin
 
 async def test_readyz_real_redis(aiohttp_client: ClientFactory) -> None:
     require_redis()
-    client = await aiohttp_client(create_app(Settings(redis_url=REDIS_URL)))
+    client = await aiohttp_client(await create_app(Settings(redis_url=REDIS_URL)))
     body = await (await client.get("/readyz")).json()
     assert body["checks"]["redis"] == {**body["checks"]["redis"], "ok": True}
     assert body["checks"]["redis"]["detail"].startswith("PONG")
 
 
 async def test_readyz_down_when_redis_unreachable(aiohttp_client: ClientFactory) -> None:
-    client = await aiohttp_client(create_app(Settings(redis_url="redis://127.0.0.1:1/0")))
+    client = await aiohttp_client(await create_app(Settings(redis_url="redis://127.0.0.1:1/0")))
     resp = await client.get("/readyz")
     body = await resp.json()
     assert resp.status == 503
@@ -76,7 +76,7 @@ async def test_readyz_degraded_on_optional_dependency(
 ) -> None:
     base = await _fake_gateway(aiohttp_server, code=1640301)
     settings = Settings(bklog={"base_url": base, "index_set_id": 5})
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(await create_app(settings))
     resp = await client.get("/readyz")
     body = await resp.json()
     assert resp.status == 200
@@ -85,13 +85,13 @@ async def test_readyz_degraded_on_optional_dependency(
     assert "1640301" in body["checks"]["bklog"]["detail"]
 
     ok_base = await _fake_gateway(aiohttp_server, code=0)
-    client2 = await aiohttp_client(create_app(Settings(bklog={"base_url": ok_base, "index_set_id": 5})))
+    client2 = await aiohttp_client(await create_app(Settings(bklog={"base_url": ok_base, "index_set_id": 5})))
     body2 = await (await client2.get("/readyz")).json()
     assert body2["status"] == "ok" and body2["checks"]["bklog"]["ok"] is True
 
 
 async def test_background_tasks_drained_on_cleanup(settings: Settings) -> None:
-    app = create_app(
+    app = await create_app(
         settings.model_copy(update={"http": settings.http.model_copy(update={"shutdown_grace_s": 0.2})})
     )
     runner = web.AppRunner(app)
@@ -108,8 +108,8 @@ async def test_background_tasks_drained_on_cleanup(settings: Settings) -> None:
         finally:
             finished.append("stuck-cancelled")
 
-    app[K.TASKS].spawn(quick(), name="quick")
-    app[K.TASKS].spawn(stuck(), name="stuck")
+    app[K.SERVICES].tasks.spawn(quick(), name="quick")
+    app[K.SERVICES].tasks.spawn(stuck(), name="stuck")
     await runner.cleanup()
     assert finished == ["quick", "stuck-cancelled"]
-    assert app[K.TASKS].active == 0
+    assert app[K.SERVICES].tasks.active == 0

@@ -18,10 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.app.runtime import setup_runtime
 from bot.app.web import create_app
 from bot.channels.wecom.crypto import WeComCrypto, WeComCryptoError
-from bot.channels.worktool.channel import setup_worktool
 from bot.channels.worktool.parse import Ignored, to_incoming
 from bot.core.models import IncomingMessage
 from bot.core.settings import Settings
@@ -162,7 +160,7 @@ def _callback_fuzz(n: int) -> None:
         worktool={"robot_id": "r1", "callback_token": "tok-fuzz-123", "base_url": "http://127.0.0.1:9"},
         chat={"dedup_window_s": 1},
     )
-    app = create_app(settings_, components=[setup_worktool, setup_runtime])
+    app = loop.run_until_complete(create_app(settings_))
     client: TestClient[Any, Any] = TestClient(TestServer(app), loop=loop)
     loop.run_until_complete(client.start_server())
     statuses: list[int] = []

@@ -58,9 +58,6 @@ class Tools:
     async def agent_state(self, hosts: Sequence[str]) -> str:
         return json.dumps([{"bk_agent_id": h, "status_code": 2} for h in hosts])
 
-    async def step_status(self) -> str:
-        return '{"status": 4, "step_ip_result_list": [{"status": 104, "exit_code": 1}]}'
-
 
 async def test_happy_path_one_call_merged_and_exact(
     client: LlmClient, fake: FakeOpenAI, prompts: PromptLibrary
@@ -211,7 +208,7 @@ async def test_hang_falls_back_within_deadline(
 
 async def test_tool_rounds_are_bounded(client: LlmClient, fake: FakeOpenAI, prompts: PromptLibrary) -> None:
     # A model that always calls a tool, even when none is offered.
-    fake.default = tool_call("step_status", {})
+    fake.default = tool_call("agent_state", {"hosts": ["0:10.0.0.8"]})
     res = await run(client, prompts, tools=Tools(), max_tool_rounds=2)
     assert res.report is None and res.outcome == "fallback_invalid"
     offered = ["tools" in r.body for r in fake.requests]

@@ -53,9 +53,6 @@ class LeakyTools:
     async def agent_state(self, hosts: Sequence[str]) -> str:
         return json.dumps({"token": samples.BEARER, "hosts": list(hosts)})
 
-    async def step_status(self) -> str:
-        return f"app_secret={samples.APP_SECRET}"
-
 
 SECRETS = [samples.APP_SECRET, samples.PASSWORD, samples.BEARER, samples.APIGW_SECRET, samples.PEM_BODY]
 
@@ -75,7 +72,7 @@ async def test_planted_secrets_never_reach_the_model(
         tool_call("agent_state", {"hosts": [samples.AGENT]}),
         answer_json(model_answer()),
     )
-    fake.default = tool_call("step_status", {})
+    fake.default = tool_call("agent_state", {"hosts": [samples.AGENT]})
     res = await llm_diagnose(
         client,
         prompts,

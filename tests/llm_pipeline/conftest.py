@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from bot.app.services import build_analyzer, build_bklog
+from bot.app.services import build_bklog
+from bot.clients.bklog import load_query_templates
 from bot.core.metrics import Metrics
 from bot.core.models import DiagnosisReport
 from bot.core.settings import Settings
@@ -21,6 +22,7 @@ from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records, reco
 from bot.devtools.scenarios import Scenario
 from bot.diagnosis.llm_step import make_model_step, metrics_observer
 from bot.diagnosis.pipeline import AnalysisRequest, Analyzer
+from bot.diagnosis.signatures import load_catalog
 from bot.llm.budget import TokenBudget
 from bot.llm.client import LlmClient
 from bot.llm.prompts import PromptLibrary
@@ -75,12 +77,17 @@ class Rig:
                 scrubber=Scrubber(settings.secret_values()),
                 bklog=build_bklog(settings, self.session),
                 gse=None,
-                bkjob=None,
                 metrics=self.metrics,
                 budget=budget,
             )
-        return build_analyzer(
-            settings, self.session, metrics=self.metrics, model_step=step, clock=lambda: now
+        return Analyzer(
+            settings,
+            bklog=build_bklog(settings, self.session),
+            templates=load_query_templates(),
+            catalog=load_catalog(),
+            metrics=self.metrics,
+            model_step=step,
+            clock=lambda: now,
         )
 
     async def analyze(

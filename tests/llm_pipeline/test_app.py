@@ -1,4 +1,4 @@
-"""The whole app (console channel + pipeline + runtime) with the fake model: Q&A, reports, /metrics."""
+"""The whole app (console channel, pipeline, engine) with the fake model: Q&A, reports, /metrics."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.app.runtime import setup_runtime
-from bot.app.services import setup_pipeline
+from bot.app import keys as K
 from bot.app.web import create_app
-from bot.channels.console import CONSOLE, setup_console
 from bot.core.settings import Settings
 from bot.llm.budget import BUDGET_NOTICE
 from tests.console.helpers import Page, is_bot
@@ -61,7 +59,7 @@ def app_settings(rig: Rig, key_prefix: str, **llm: Any) -> Settings:
 async def start(
     aiohttp_client: ClientFactory, settings: Settings
 ) -> tuple[TestClient[Any, Any], web.Application]:
-    app = create_app(settings, components=[setup_console, setup_pipeline, setup_runtime])
+    app = await create_app(settings)
     client = await aiohttp_client(app)
     return client, app
 
@@ -137,7 +135,9 @@ async def test_injected_log_lines_cannot_redirect_the_report_nor_leak_secrets(
     for text in (report["markdown"], report["text"]):
         assert leaks(text) == []  # delivered parts carry no credential from the log lines
         assert "password=******" in text
-    console = app[CONSOLE]
+    web_console = app[K.SERVICES].console
+    assert web_console is not None
+    console = web_console.hub
     for chat in (INJECTED_GROUP, f"console-private:{INJECTED_GROUP}"):
         assert console.messages(chat) == []
     bot_frames = [f for f in console.messages("console-group") if f.get("from") == "bot"]

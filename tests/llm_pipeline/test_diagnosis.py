@@ -41,7 +41,7 @@ async def test_happy_path_one_call_narrative_from_model_ids_from_rules(rig: Rig)
     assert "agent_abnormal" in prompt and "规则引擎的候选结论" in prompt
     assert any("errorCode=117" in msg for _t, msg in key_lines(body))
     assert body["response_format"]["type"] == "json_schema"
-    assert {t["function"]["name"] for t in body["tools"]} == {"search_logs", "agent_state", "step_status"}
+    assert {t["function"]["name"] for t in body["tools"]} == {"search_logs", "agent_state"}
     # Evidence: exactly the collected lines, whole; ids, timeline and links from the rules.
     collected = physical_lines(rig.docs)
     assert report.evidence and all(e.text in collected for e in report.evidence)

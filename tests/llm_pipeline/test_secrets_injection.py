@@ -157,4 +157,4 @@ async def test_injection_in_log_lines_stays_data(make_rig: RigFactory) -> None:
     assert report.confidence <= 0.6
     assert any("人工复核" in n for n in report.notices)
     # Only read-only tools exist; none can send anything anywhere.
-    assert {t["function"]["name"] for t in body["tools"]} == {"search_logs", "agent_state", "step_status"}
+    assert {t["function"]["name"] for t in body["tools"]} == {"search_logs", "agent_state"}

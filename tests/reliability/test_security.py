@@ -15,7 +15,6 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bot.app.components import app_components
 from bot.app.web import create_app
 from bot.core.settings import load_settings
 from handlers.texts import RATE_LIMITED
@@ -42,9 +41,7 @@ async def start_app(monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer) 
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         settings = load_settings()
-        client: TestClient[Any, Any] = TestClient(
-            TestServer(create_app(settings, components=app_components()))
-        )
+        client: TestClient[Any, Any] = TestClient(TestServer(await create_app(settings)))
         await client.start_server()
         clients.append(client)
         return client

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.channels.worktool.parse import (
-    NON_TEXT_REPLY,
     BodyTooLarge,
     CallbackBodyError,
     Ignored,
@@ -251,15 +250,17 @@ def test_emoji_only_text_is_a_message() -> None:
 
 
 @pytest.mark.parametrize("text_type", [2, "3", 5, 8, 9, 13, 0])
-def test_non_text_messages_are_ignored_politely(text_type: Any) -> None:
-    result = ignored({**DOC_EXAMPLE, "textType": text_type})
-    assert result.reason == "non_text" and result.reply == NON_TEXT_REPLY
-    assert (result.chat_id, result.is_group, result.sender_name) == ("测试群1备注名", True, "仑哥")
+def test_non_text_addressed_to_the_bot_is_an_unsupported_message(text_type: Any) -> None:
+    # The conversation answers it (politely, once per window, under the same access rules).
+    msg = incoming({**DOC_EXAMPLE, "textType": text_type})
+    assert msg.content == "unsupported" and msg.text == ""
+    assert (msg.chat_id, msg.is_group, msg.sender_name) == ("测试群1备注名", True, "仑哥")
 
 
-def test_non_text_without_mention_gets_no_reply() -> None:
+def test_non_text_without_mention_is_ignored() -> None:
     result = ignored({**DOC_EXAMPLE, "textType": 2, "atMe": "false", "rawSpoken": ""})
-    assert result.reason == "non_text" and result.reply is None
+    assert result.reason == "non_text"
+    assert (result.chat_id, result.is_group, result.sender_name) == ("测试群1备注名", True, "仑哥")
 
 
 @pytest.mark.parametrize(
@@ -354,5 +355,7 @@ def test_any_payload_gives_a_message_or_ignored(payload: dict[str, Any]) -> None
     result = to_incoming(payload, robot_id=ROBOT, bot_name=BOT, clock=lambda: FIXED)
     assert isinstance(result, IncomingMessage | Ignored)
     if isinstance(result, IncomingMessage):
-        assert result.text and result.text == result.text.strip() and result.chat_id and result.sender_id
-        assert result.mentioned or result.is_group
+        # a text message has text; an unsupported one (image, file) has none and was addressed to us
+        assert bool(result.text) == (result.content == "text")
+        assert result.text == result.text.strip() and result.chat_id and result.sender_id
+        assert result.mentioned or (result.is_group and result.content == "text")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import secrets
 from collections import OrderedDict, deque
@@ -23,14 +22,15 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, web
 
-from bot.core.models import ChatTarget, Reply
-from bot.delivery.render import HEADER_PREFIX
+from bot.core.models import Reply
+from bot.delivery.port import Part
+from handlers import texts
 
 log = structlog.get_logger(__name__)
 
 CHANNEL_NAME = "console"
 GROUP_CHAT_ID = "console-group"
-GROUP_CHAT_NAME = "演示群"
+GROUP_CHAT_NAME = texts.CONSOLE_GROUP_NAME
 PRIVATE_PREFIX = "console-private:"
 BOT_SENDER = "bot"
 
@@ -44,20 +44,6 @@ def private_chat_id(user: str) -> str:
 def _now() -> tuple[str, int]:
     now = datetime.now(UTC).astimezone()
     return now.isoformat(timespec="seconds"), int(now.timestamp() * 1000)
-
-
-def _part_digest(chat_id: str, part: str) -> str:
-    return hashlib.sha256(f"{chat_id}\x1f{part}".encode()).hexdigest()
-
-
-def _guess_kind(part: str) -> str:
-    """Kind of a part rendered elsewhere (e.g. `reply.parts` prefilled): from its shape."""
-    body = part.split(" ", 1)[1] if part.startswith("@") and " " in part else part
-    if body.startswith(HEADER_PREFIX):
-        return "report"
-    if body.startswith("收到，正在分析"):
-        return "progress"
-    return "answer"
 
 
 @dataclass(eq=False)  # identity: one per open socket
@@ -79,41 +65,44 @@ class ConsoleChannel:
 
     name = CHANNEL_NAME
 
-    def __init__(self, *, history: int = 200, max_chats: int = 500, max_kinds: int = 2000) -> None:
+    def __init__(self, *, history: int = 200, max_chats: int = 500) -> None:
         self.history = history
         self.max_chats = max_chats
-        self.max_kinds = max_kinds
         # A new epoch per process: a page that sees another epoch knows the history was reset.
         self.epoch = secrets.token_hex(4)
         self._chats: OrderedDict[str, _ChatLog] = OrderedDict()
         self._subs: dict[str, set[Subscriber]] = {}
-        # `send_part` only gets the text; the reply kind is remembered when `render` sees it.
-        self._kinds: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
     # ------------------------------------------------------------------ Channel protocol
 
-    def render(self, reply: Reply) -> list[str]:
-        body = reply.markdown or reply.text
-        plain = reply.text or reply.markdown
+    @staticmethod
+    def _mention_prefix(reply: Reply) -> str:
         if reply.target.is_group and reply.mention:
-            prefix = " ".join(f"@{m}" for m in reply.mention if m) + " "
-            body, plain = prefix + body, prefix + plain
-        self._kinds[_part_digest(reply.target.chat_id, body)] = (reply.kind, plain)
-        while len(self._kinds) > self.max_kinds:
-            self._kinds.popitem(last=False)
-        return [body]
+            return " ".join(f"@{m}" for m in reply.mention if m) + " "
+        return ""
 
-    async def send_part(self, target: ChatTarget, part: str, *, mention: list[str], first: bool) -> None:
-        kind, plain = self._kinds.get(_part_digest(target.chat_id, part), (_guess_kind(part), part))
-        frame: Frame = {"type": "message", "from": BOT_SENDER, "kind": kind, "markdown": part, "text": plain}
-        self._publish(target.chat_id, target.chat_name, frame)
+    def render(self, reply: Reply) -> list[str]:
+        return [self._mention_prefix(reply) + (reply.markdown or reply.text)]
 
-    async def already_sent(self, target: ChatTarget, part: str, *, since_ms: int) -> bool | None:
-        chat = self._chats.get(target.chat_id)
+    async def send_part(self, part: Part) -> None:
+        reply = part.reply
+        # The page shows the markdown; the plain text is its fallback (and what tests read).
+        plain = part.text if reply.parts else self._mention_prefix(reply) + (reply.text or reply.markdown)
+        frame: Frame = {
+            "type": "message",
+            "from": BOT_SENDER,
+            "kind": part.kind,
+            "markdown": part.text,
+            "text": plain,
+        }
+        self._publish(part.target.chat_id, part.target.chat_name, frame)
+
+    async def already_sent(self, part: Part, *, since_ms: int) -> bool | None:
+        chat = self._chats.get(part.target.chat_id)
         if chat is None:
             return False
         return any(
-            f.get("from") == BOT_SENDER and f.get("markdown") == part and int(f.get("ts", 0)) >= since_ms
+            f.get("from") == BOT_SENDER and f.get("markdown") == part.text and int(f.get("ts", 0)) >= since_ms
             for f in chat.frames
         )
 

@@ -22,31 +22,21 @@ import hashlib
 import json
 import re
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import aiohttp
 import structlog
-from aiohttp import web
 
-from bot.app import keys as K
-from bot.app.runtime import CHANNELS
 from bot.core.models import ChatTarget, IncomingMessage, Reply
 from bot.core.store import Store
-from bot.delivery.port import ChannelRegistry, SendError, SendUnknown
+from bot.delivery.port import Part, SendError, SendUnknown
 from bot.delivery.render import HEADER_PREFIX, MARKDOWN_MAX_BYTES, utf8_len
+from handlers import texts
 
 log = structlog.get_logger(__name__)
 
 CHANNEL_NAME = "wecom_aibot"
-PLACEHOLDER = "正在分析 …"
-WELCOME = "你好，我是 job-doctor。发送失败步骤的 stepInstanceId 或 BK-JOB 步骤链接，我来分析失败原因；发送「帮助」查看用法。"
-UNSUPPORTED = "暂时只能处理文字消息，请发送 stepInstanceId 或 BK-JOB 链接。"
-STILL_WORKING = "分析仍在进行，完成后会另行发送结果。"
-STREAM_GONE = "（该消息的处理状态已过期，请重新发送。）"
-TRIMMED = "（内容较长，已截断）"
 
 Mode = Literal["http", "ws"]
 AppendResult = Literal["appended", "closed", "missing"]
@@ -215,7 +205,7 @@ class StreamView:
 
 def _detail_hint(text: str) -> str:
     m = _ID_IN_HEADER.search(text.split("\n", 1)[0]) if text.startswith(HEADER_PREFIX) else None
-    return f"完整报告：发送「详情 {m.group(2)}」" if m else TRIMMED
+    return texts.DETAIL_HINT.format(ident=m.group(2)) if m else texts.TRIMMED
 
 
 def trim_markdown(text: str, max_bytes: int) -> str:
@@ -235,17 +225,17 @@ def trim_markdown(text: str, max_bytes: int) -> str:
 def compose(view: StreamView | None, max_bytes: int) -> str:
     """The stream content to show now (cumulative; the whole text every time)."""
     if view is None:
-        return STREAM_GONE
+        return texts.AIBOT_STREAM_GONE
     parts = [p for p in view.parts if p.final] if view.has_final else list(view.parts)
-    texts = [p.text for p in parts]
+    shown = [p.text for p in parts]
     if view.timed_out and not view.has_final:
-        texts.append(STILL_WORKING)
-    if not texts:
-        return PLACEHOLDER
+        shown.append(texts.AIBOT_STILL_WORKING)
+    if not shown:
+        return texts.AIBOT_PLACEHOLDER
     # the latest replies matter most: older ones go first when it does not fit
-    while len(texts) > 1 and utf8_len("\n\n".join(texts)) > max_bytes:
-        texts.pop(0)
-    return trim_markdown("\n\n".join(texts), max_bytes)
+    while len(shown) > 1 and utf8_len("\n\n".join(shown)) > max_bytes:
+        shown.pop(0)
+    return trim_markdown("\n\n".join(shown), max_bytes)
 
 
 # --------------------------------------------------------------------------- stream state
@@ -382,87 +372,63 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def _guess_kind(part: str) -> str:
-    if part.startswith(HEADER_PREFIX):
-        return "report"
-    if part.startswith("收到，正在分析"):
-        return "progress"
-    return "answer"
-
-
 class AibotChannel:
     """`bot.delivery.port.Channel` for the WeCom AI bot, both modes (mode in ``reply_context``)."""
 
     name = CHANNEL_NAME
 
-    def __init__(self, options: AibotOptions | None = None, *, max_kinds: int = 2000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        http: aiohttp.ClientSession,
+        options: AibotOptions | None = None,
+        *,
+        relay: Relay | None = None,
+    ) -> None:
         self.options = options or AibotOptions()
-        self.max_kinds = max_kinds
-        self._streams: StreamStore | None = None
-        self._store: Store | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self.relay: Relay | None = None
-        # `send_part` only gets the text; `render` (same Delivery.send call) remembers the kind
-        self._kinds: OrderedDict[str, str] = OrderedDict()
-
-    def bind(self, store: Store, http: aiohttp.ClientSession) -> None:
-        self._store = store
+        self.store = store
         self._http = http
-        self._streams = StreamStore(
+        self.relay = relay  # set when this process runs the WebSocket mode
+        self.streams = StreamStore(
             store, window_s=self.options.stream_window_s, ttl_s=self.options.state_ttl_s
         )
-
-    @property
-    def streams(self) -> StreamStore:
-        if self._streams is None:
-            raise RuntimeError("AibotChannel used before the app started")
-        return self._streams
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            raise RuntimeError("AibotChannel used before the app started")
-        return self._store
 
     # ------------------------------------------------------------------ Channel protocol
 
     def render(self, reply: Reply) -> list[str]:
         # WeCom quotes the user's message in a stream / response_url reply, so no @ prefix.
-        part = trim_markdown(reply.markdown or reply.text, self.options.content_max_bytes)
-        self._kinds[_digest(reply.target.chat_id, part)] = reply.kind
-        while len(self._kinds) > self.max_kinds:
-            self._kinds.popitem(last=False)
-        return [part]
+        return [trim_markdown(reply.markdown or reply.text, self.options.content_max_bytes)]
 
-    async def send_part(self, target: ChatTarget, part: str, *, mention: list[str], first: bool) -> None:
+    async def send_part(self, part: Part) -> None:
+        target, text = part.target, part.text
         ctx = target.reply_context
-        kind = self._kinds.get(_digest(target.chat_id, part)) or _guess_kind(part)
         sid = ctx.get("stream_id", "")
         if sid:
-            result = await self.streams.append(sid, StreamPart(kind, part))
+            result = await self.streams.append(sid, StreamPart(part.kind, text))
             if result == "appended":
                 if ctx.get("mode") == "ws":
                     await self._relay().push({"t": "stream", "sid": sid})
                 return
-        if kind == "progress":
+        if part.kind == "progress":
             log.info("aibot_progress_skipped", reason="stream closed")  # not worth the one-shot path
             return
         if ctx.get("mode") == "ws":
-            await self._relay().push({"t": "send", "chatid": target.chat_id, "content": part})
-            await self.store.redis.set(self._handed_key(target, part), "1", px=86_400_000)
+            await self._relay().push({"t": "send", "chatid": target.chat_id, "content": text})
+            await self.store.redis.set(self._handed_key(target, text), "1", px=86_400_000)
             return
-        await self._post_response_url(target, part)
+        await self._post_response_url(target, text)
 
-    async def already_sent(self, target: ChatTarget, part: str, *, since_ms: int) -> bool | None:
+    async def already_sent(self, part: Part, *, since_ms: int) -> bool | None:
+        target, text = part.target, part.text
         sid = target.reply_context.get("stream_id", "")
-        if sid and await self.streams.contains(sid, part):
+        if sid and await self.streams.contains(sid, text):
             return True
-        if await self.store.exists(self._handed_key(target, part)):
+        if await self.store.exists(self._handed_key(target, text)):
             return True
         url = target.reply_context.get("response_url", "")
         if url:
             used = await self.store.redis.get(self._rurl_key(url))
-            return used is not None and str(used) == _digest(target.chat_id, part)
+            return used is not None and str(used) == _digest(target.chat_id, text)
         return False
 
     # ------------------------------------------------------------------ late paths
@@ -495,8 +461,6 @@ class AibotChannel:
             if str(await self.store.redis.get(key)) != mark:
                 log.warning("aibot_reply_dropped", reason="response_url already used")
             return
-        if self._http is None:
-            raise RuntimeError("AibotChannel used before the app started")
         body = {"msgtype": "markdown", "markdown": {"content": part}}
         try:
             async with self._http.post(
@@ -515,26 +479,3 @@ class AibotChannel:
         if resp.status >= 400 or errcode not in (0, None):
             await self.store.delete(key)
             raise SendError(f"response_url answered HTTP {resp.status} errcode {errcode}")
-
-
-# --------------------------------------------------------------------------- app wiring
-
-AIBOT_CHANNEL = web.AppKey("wecom_aibot_channel", AibotChannel)
-
-
-def ensure_channel(app: web.Application, options: AibotOptions | None) -> AibotChannel:
-    """The one AI bot channel of this app (both modes share it), registered on first use."""
-    if AIBOT_CHANNEL in app:
-        return app[AIBOT_CHANNEL]
-    channel = AibotChannel(options)
-    app[AIBOT_CHANNEL] = channel
-    if CHANNELS not in app:
-        app[CHANNELS] = ChannelRegistry()
-    app[CHANNELS].add(channel)
-
-    async def bind_ctx(app: web.Application) -> AsyncIterator[None]:
-        channel.bind(app[K.STORE], app[K.HTTP])
-        yield
-
-    app.cleanup_ctx.append(bind_ctx)
-    return channel

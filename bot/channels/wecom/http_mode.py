@@ -14,29 +14,26 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bot.app import keys as K
-from bot.app.runtime import INBOX
+from bot.channels.base import Ingress, IngressUnavailable, Loop
 from bot.channels.wecom.aibot import (
-    UNSUPPORTED,
-    WELCOME,
     AibotChannel,
     AibotOptions,
     Callback,
     classify_callback,
     compose,
-    ensure_channel,
     inbox_fingerprint,
     stream_id_for,
     to_incoming,
 )
 from bot.channels.wecom.crypto import WeComCrypto, WeComCryptoError, restore_plus
-from bot.core.settings import ConfigError
+from handlers import texts
 
 log = structlog.get_logger(__name__)
 
@@ -64,14 +61,26 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
 
 
 class AibotHttpHandler:
-    def __init__(self, app: web.Application, crypto: WeComCrypto, channel: AibotChannel) -> None:
-        self.app = app
+    """The inbound side of HTTP mode (`bot.channels.base.Endpoint`)."""
+
+    def __init__(self, crypto: WeComCrypto, channel: AibotChannel, ingress: Ingress) -> None:
         self.crypto = crypto
         self.channel = channel
+        self.ingress = ingress
+        self.store = channel.store
         self.options: AibotOptions = channel.options
 
+    def routes(self) -> Sequence[web.RouteDef]:
+        return [web.get(PATH, self.verify_url), web.post(PATH, self.callback)]
+
+    def loops(self) -> Sequence[Loop]:
+        return ()
+
+    async def close(self) -> None:
+        return None
+
     def _reject(self, status: int, reason: str) -> web.Response:
-        self.app[K.METRICS].messages_rejected.labels(self.channel.name, reason).inc()
+        self.ingress.reject(self.channel.name, reason)
         log.warning("aibot_callback_rejected", reason=reason, status=status)
         return web.Response(status=status)  # no detail for the caller
 
@@ -104,7 +113,7 @@ class AibotHttpHandler:
         cb = classify_callback(data, bot_name=self.options.bot_name)
         try:
             payload = await self._answer(cb)
-        except RedisError as exc:
+        except (RedisError, IngressUnavailable) as exc:
             log.error("aibot_store_unavailable", error=type(exc).__name__)
             return web.Response(status=503)
         if payload is None:
@@ -132,7 +141,7 @@ class AibotHttpHandler:
             raise _Rejected(403, "stale") from None
         if abs(time.time() - sent_at) > self.options.max_clock_skew_s:
             raise _Rejected(403, "stale")
-        store = self.app[K.STORE]
+        store = self.store
         once = hashlib.sha256(f"{ts}\x1f{nonce}\x1f{sig}".encode()).hexdigest()[:32]
         if not await store.claim(store.key("aibot", "replay", once), 2 * self.options.max_clock_skew_s + 60):
             raise _Rejected(403, "replay")
@@ -151,11 +160,11 @@ class AibotHttpHandler:
         if cb.kind == "message":
             return await self._new_message(cb)
         if cb.kind == "unsupported":
-            stream = {"id": stream_id_for(cb.msgid), "finish": True, "content": UNSUPPORTED}
+            stream = {"id": stream_id_for(cb.msgid), "finish": True, "content": texts.UNSUPPORTED_TYPE}
             return {"msgtype": "stream", "stream": stream}
         if cb.kind == "event":
             if cb.event == "enter_chat":
-                return {"msgtype": "text", "text": {"content": WELCOME}}
+                return {"msgtype": "text", "text": {"content": texts.AIBOT_WELCOME}}
             log.info("aibot_event_ignored", eventtype=cb.event)  # card clicks, feedback: empty reply
         else:
             log.info("aibot_callback_ignored", msgtype=str(cb.data.get("msgtype")))
@@ -166,16 +175,10 @@ class AibotHttpHandler:
         sid = msg.reply_context["stream_id"]
         meta = {"mode": "http", "msgid": cb.msgid, "chat": msg.chat_id}
         await self.channel.streams.open(sid, meta)
-        inbox = self.app.get(INBOX)
-        if inbox is None:
-            raise RedisError("inbox not ready")
-        metrics = self.app[K.METRICS]
-        accepted = await inbox.accept(inbox_fingerprint(cb.msgid), msg, window_s=self.options.msgid_dedup_s)
-        if accepted:
-            metrics.messages_received.labels(self.channel.name).inc()
+        fingerprint = inbox_fingerprint(cb.msgid)
+        if await self.ingress.accept(msg, fingerprint=fingerprint, window_s=self.options.msgid_dedup_s):
             log.info("aibot_message_accepted", msgid=cb.msgid, group=msg.is_group)
         else:
-            metrics.duplicates.labels(self.channel.name).inc()
             log.info("aibot_duplicate_callback", msgid=cb.msgid)
         return await self._stream_reply(sid)
 
@@ -184,18 +187,3 @@ class AibotHttpHandler:
         content = compose(view, self.options.content_max_bytes)
         finish = view is None or view.closed
         return {"msgtype": "stream", "stream": {"id": sid, "finish": finish, "content": content}}
-
-
-def setup_wecom_aibot(app: web.Application, *, options: AibotOptions | None = None) -> None:
-    """Component: the HTTP callback routes and the ``wecom_aibot`` channel (when configured)."""
-    cfg = app[K.SETTINGS].wecom_aibot
-    if not cfg.http_enabled or cfg.token is None or cfg.encoding_aes_key is None:
-        return
-    try:
-        crypto = WeComCrypto(cfg.token.get_secret_value(), cfg.encoding_aes_key.get_secret_value())
-    except WeComCryptoError as exc:
-        raise ConfigError(f"invalid setting JOB_DOCTOR_WECOM_AIBOT__ENCODING_AES_KEY: {exc}") from None
-    channel = ensure_channel(app, options)
-    handler = AibotHttpHandler(app, crypto, channel)
-    app.router.add_get(PATH, handler.verify_url)
-    app.router.add_post(PATH, handler.callback)

@@ -23,7 +23,7 @@ SDK absorbs.
 
 How it runs
 -----------
-``setup_wecom_aibot_ws`` starts one daemon loop per process. It tries to take the lease
+The app starts `AibotWsClient.run` as one daemon loop per process. It tries to take the lease
 ``aibot-ws:<bot_id>`` (retrying every ``lease_retry_s``); the holder renews it while it runs and
 drops the connection at once when renewal fails, so a dead holder is replaced within one lease
 TTL. The holder connects, subscribes with bot id + secret, pings every ``ping_interval_s`` (two
@@ -45,7 +45,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,28 +54,21 @@ import structlog
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from bot.app import keys as K
-from bot.app.runtime import INBOX
+from bot.channels.base import Ingress, IngressUnavailable, Loop
 from bot.channels.wecom.aibot import (
-    UNSUPPORTED,
-    WELCOME,
     AibotChannel,
     AibotOptions,
     Relay,
     classify_callback,
     compose,
-    ensure_channel,
     inbox_fingerprint,
     stream_id_for,
     to_incoming,
 )
-from bot.core.metrics import Metrics
-from bot.core.models import IncomingMessage
 from bot.core.store import Store
+from handlers import texts
 
 log = structlog.get_logger(__name__)
-
-Accept = Callable[[IncomingMessage], Awaitable[bool]]
 
 CMD_SUBSCRIBE = "aibot_subscribe"
 CMD_PING = "ping"
@@ -118,7 +111,7 @@ def _req_id(prefix: str) -> str:
 
 
 class AibotWsClient:
-    """The lease-holding, reconnecting WebSocket client of one bot."""
+    """The lease-holding, reconnecting WebSocket client of one bot (`bot.channels.base.Endpoint`)."""
 
     def __init__(
         self,
@@ -127,8 +120,7 @@ class AibotWsClient:
         store: Store,
         channel: AibotChannel,
         relay: Relay,
-        accept: Accept,
-        metrics: Metrics,
+        ingress: Ingress,
         bot_id: str,
         secret: str,
         url: str,
@@ -137,8 +129,7 @@ class AibotWsClient:
         self.store = store
         self.channel = channel
         self.relay = relay
-        self.accept = accept
-        self.metrics = metrics
+        self.ingress = ingress
         self.bot_id = bot_id
         self._secret = secret
         self.url = url
@@ -146,6 +137,15 @@ class AibotWsClient:
         self.lease_name = f"aibot-ws:{bot_id}"
         self.holding = False  # this process holds the lease
         self.conn: _Conn | None = None  # the subscribed connection, if any
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        return ()
+
+    def loops(self) -> Sequence[Loop]:
+        return [self.run]
+
+    async def close(self) -> None:
+        return None
 
     # ------------------------------------------------------------------ lease
 
@@ -333,13 +333,15 @@ class AibotWsClient:
             elif cmd == CMD_EVENT:
                 await self._on_event(conn, rid, body or {})
         except RedisError as exc:
-            self.metrics.messages_rejected.labels(self.channel.name, "store").inc()
+            self.ingress.reject(self.channel.name, "store_unavailable")
             log.error("aibot_ws_message_lost", error=type(exc).__name__)
+        except IngressUnavailable as exc:  # counted by the ingress
+            log.error("aibot_ws_message_lost", error=str(exc))
 
     async def _on_message(self, conn: _Conn, rid: str, body: dict[str, Any]) -> None:
         cb = classify_callback(body, bot_name=self.options.bot_name)
         if cb.kind == "unsupported":
-            stream = {"id": stream_id_for(cb.msgid), "finish": True, "content": UNSUPPORTED}
+            stream = {"id": stream_id_for(cb.msgid), "finish": True, "content": texts.UNSUPPORTED_TYPE}
             await self._push_raw(conn, CMD_RESPOND, rid, {"msgtype": "stream", "stream": stream})
             return
         if cb.kind != "message":
@@ -349,17 +351,17 @@ class AibotWsClient:
         sid = msg.reply_context["stream_id"]
         meta = {"mode": "ws", "msgid": cb.msgid, "chat": msg.chat_id, "req_id": rid, "conn": conn.conn_id}
         await self.channel.streams.open(sid, meta)
-        if await self.accept(msg):
-            self.metrics.messages_received.labels(self.channel.name).inc()
+        fingerprint = inbox_fingerprint(msg.raw_id or "")
+        if await self.ingress.accept(msg, fingerprint=fingerprint, window_s=self.options.msgid_dedup_s):
             log.info("aibot_message_accepted", msgid=cb.msgid, group=msg.is_group, mode="ws")
             await self.relay.push({"t": "stream", "sid": sid})  # the first frame: "正在分析 …"
-        else:
-            self.metrics.duplicates.labels(self.channel.name).inc()
 
     async def _on_event(self, conn: _Conn, rid: str, body: dict[str, Any]) -> None:
         cb = classify_callback(body)
         if cb.event == "enter_chat":
-            await self._push_raw(conn, CMD_WELCOME, rid, {"msgtype": "text", "text": {"content": WELCOME}})
+            await self._push_raw(
+                conn, CMD_WELCOME, rid, {"msgtype": "text", "text": {"content": texts.AIBOT_WELCOME}}
+            )
         elif cb.event == "disconnected_event":
             raise ConnectionLost("replaced by a newer connection")
         else:
@@ -439,53 +441,3 @@ class AibotWsClient:
         ack = await self._request(conn, CMD_SEND, body)
         if ack.get("errcode", 0) != 0:
             log.error("aibot_ws_send_refused", errcode=ack.get("errcode"), errmsg=str(ack.get("errmsg"))[:80])
-
-
-# --------------------------------------------------------------------------- component
-
-WS_CLIENT = web.AppKey("wecom_aibot_ws_client", AibotWsClient)
-
-
-def setup_wecom_aibot_ws(app: web.Application, *, options: AibotOptions | None = None) -> None:
-    """Component: the WebSocket long connection (when ``bot_id`` and ``secret`` are set)."""
-    cfg = app[K.SETTINGS].wecom_aibot
-    if not cfg.ws_enabled or cfg.secret is None:
-        return
-    channel = ensure_channel(app, options)
-    secret = cfg.secret.get_secret_value()
-    tasks: list[asyncio.Task[None]] = []
-
-    async def accept(msg: IncomingMessage) -> bool:
-        inbox = app.get(INBOX)
-        if inbox is None:
-            raise RedisError("inbox not ready")
-        return await inbox.accept(
-            inbox_fingerprint(msg.raw_id or ""), msg, window_s=channel.options.msgid_dedup_s
-        )
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        relay = Relay(app[K.STORE], cfg.bot_id, ttl_s=channel.options.state_ttl_s)
-        channel.relay = relay
-        app[WS_CLIENT] = AibotWsClient(
-            session=app[K.HTTP],
-            store=app[K.STORE],
-            channel=channel,
-            relay=relay,
-            accept=accept,
-            metrics=app[K.METRICS],
-            bot_id=cfg.bot_id,
-            secret=secret,
-            url=cfg.ws_url,
-        )
-        yield
-        # Runs after the engine stopped (registered before it): in-flight replies had their grace.
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def start(app: web.Application) -> None:
-        # on_startup runs after every cleanup context started, so the inbox exists by now
-        tasks.append(app[K.TASKS].spawn(app[WS_CLIENT].run(), name="wecom-aibot-ws", daemon=True))
-
-    app.cleanup_ctx.append(ctx)
-    app.on_startup.append(start)

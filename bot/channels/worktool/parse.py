@@ -3,7 +3,8 @@
 The callback body is JSON or a form (the robot's `callBackRequestType`), and real payloads carry
 numbers and booleans as strings. Nothing here raises on a bad payload: a message that cannot be
 handled becomes `Ignored(reason)`; only an unreadable or oversized body raises `CallbackBodyError`,
-which the caller turns into a polite `{"code": 0}` answer.
+which the caller turns into a polite `{"code": 0}` answer. An image or file addressed to the bot
+becomes a message with `content="unsupported"`: the conversation tells the sender what it reads.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ CHANNEL = "worktool"
 GROUP_ROOM_TYPES = frozenset({1, 3})  # 外部群, 内部群
 PRIVATE_ROOM_TYPES = frozenset({2, 4})  # 外部联系人, 内部联系人
 TEXT_TYPES = frozenset({1, 15})  # 文本, 带回复文本
-NON_TEXT_REPLY = "暂时只能处理文字消息，请把 stepInstanceId 或作业链接以文字发给我。"
 
 # Spaces WeCom/WorkTool put around mentions and that users paste: NBSP, U+2000..U+200B, U+2005
 # (the mention separator), NNBSP, MMSP, word joiner, ideographic space, BOM.
@@ -55,12 +55,10 @@ class MalformedBody(CallbackBodyError):
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """A callback that carries nothing to handle. `reply` is a polite Chinese answer the caller may
-    send (only set when the chat and sender are known and the bot was addressed)."""
+    """A callback that carries nothing to handle (logged with its reason, answered `{"code": 0}`)."""
 
     # "non_text" | "missing_sender" | "missing_chat" | "empty_text" | "unknown_room_type" | "own_message"
     reason: str
-    reply: str | None = None
     chat_id: str = ""
     is_group: bool = False
     sender_name: str = ""
@@ -254,15 +252,10 @@ def to_incoming(
         text = _strip_leading_mention(raw, bot_name, at_me=mentioned)
 
     text_type = _as_int(payload.get("textType"))
-    if text_type is not None and text_type not in TEXT_TYPES:
-        return Ignored(
-            "non_text",
-            reply=NON_TEXT_REPLY if mentioned else None,
-            chat_id=chat_id,
-            is_group=is_group,
-            sender_name=sender,
-        )
-    if not text:
+    unsupported = text_type is not None and text_type not in TEXT_TYPES
+    if unsupported and not mentioned:
+        return Ignored("non_text", chat_id=chat_id, is_group=is_group, sender_name=sender)
+    if not text and not unsupported:
         return Ignored("empty_text", chat_id=chat_id, is_group=is_group, sender_name=sender)
 
     raw_id = _as_str(payload.get("messageId")) or None  # undocumented; used only when present
@@ -273,15 +266,17 @@ def to_incoming(
         is_group=is_group,
         sender_id=sender,
         sender_name=sender,
-        text=text,
+        text="" if unsupported else text,
         mentioned=mentioned,
         received_at=clock(),
         raw_id=raw_id,
         reply_context={"robot_id": robot_id, "room_type": str(room_type)},
+        content="unsupported" if unsupported else "text",
     )
 
 
 def dedup_fingerprint(msg: IncomingMessage, robot_id: str) -> str:
     """Stable key for "same message called back twice"; the caller applies the time window (TTL)."""
+    # An unsupported message has no text (a text message never does): one per sender and window.
     parts = (robot_id, "group" if msg.is_group else "user", msg.chat_id, msg.sender_id, msg.text)
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()

@@ -1,0 +1,62 @@
+"""Replies about analyses: the report for each asker, and the apology when an analysis gave up.
+
+The job worker calls these for every requester of a finished job (the composition root hands
+them over as its delivery callbacks); the conversation calls `send_report` for a fresh cached one.
+"""
+
+from __future__ import annotations
+
+from bot.core.models import AnalysisJob, DiagnosisReport, Reply, Requester
+from bot.delivery.render import render_markdown, render_text, report_header
+from bot.delivery.reports import ReportStore
+from bot.delivery.send import Delivery, delivery_key
+from handlers import texts
+
+
+def mention_of(requester: Requester) -> list[str]:
+    """In groups the asker is @-mentioned; private chats need no mention."""
+    return [requester.sender_name or requester.sender_id] if requester.target.is_group else []
+
+
+def report_reply(report: DiagnosisReport, requester: Requester, *, detail_hint: str) -> Reply:
+    md = render_markdown(report, detail_hint=detail_hint)
+    return Reply(
+        target=requester.target,
+        kind="report",
+        mention=mention_of(requester),
+        title=report_header(report),
+        markdown=md.text,
+        text=render_text(report),
+    )
+
+
+def detail_hint(report: DiagnosisReport, request_key: str) -> str:
+    """How to ask for the full report: by the step id, else by the request id of the key."""
+    ident = report.step_instance_id or request_key.split(":", 1)[-1]
+    return texts.DETAIL_HINT.format(ident=ident)
+
+
+class ReportReplies:
+    def __init__(self, reports: ReportStore, delivery: Delivery) -> None:
+        self.reports = reports
+        self.delivery = delivery
+
+    async def send_report(self, requester: Requester, key: str, salt: str) -> None:
+        """Send the stored report of `key` to one asker (once per salt) and remember it as theirs."""
+        stored = await self.reports.get(key)
+        if stored is None:
+            return
+        reply = report_reply(stored.report, requester, detail_hint=detail_hint(stored.report, key))
+        target = requester.target
+        await self.delivery.send(
+            reply, delivery_key("report", key, salt, target.chat_id, requester.sender_id)
+        )
+        await self.reports.remember_for(target.channel, target.chat_id, requester.sender_id, key)
+
+    async def send_failure(self, requester: Requester, job: AnalysisJob, salt: str) -> None:
+        what = job.request_key.split(":", 1)[-1]
+        text = texts.ANALYSIS_FAILED.format(what=what)
+        reply = Reply(
+            target=requester.target, kind="error", mention=mention_of(requester), text=text, markdown=text
+        )
+        await self.delivery.send(reply, delivery_key("failure", job.request_key, salt, requester.sender_id))

@@ -1,6 +1,6 @@
 """Built-in BK-JOB knowledge for private-chat questions, answered exactly without a model.
 
-Status and error codes come from the reference tables (bot.diagnosis.extract). General
+Status and error codes come from the code tables (bot.core.codes). General
 questions get a short, fixed answer for the common topics; anything else goes to the model
 when one is configured (the caller decides), grounded in `knowledge_snippet()`.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from bot.diagnosis import extract as X
+from bot.core.codes import codes
 
 _CODE = re.compile(r"(?<![\d.])(-?\d{1,7})(?![\d.])")
 
@@ -49,25 +49,23 @@ def answer_code(question: str) -> str | None:
     """Exact answers for the status/error codes a question names, or None."""
     wants_host = bool(re.search(r"主机|host|ip", question, re.I))
     wants_gse = bool(re.search(r"gse|error_?code|错误码", question, re.I))
+    c = codes()
     lines: list[str] = []
     for m in _CODE.finditer(question):
         code = int(m.group(1))
         found: list[str] = []
-        if code in X.API_ERROR_ZH or code in X.APIGW_ERROR_ZH:
-            name = X.API_ERROR_NAME.get(code) or X.APIGW_ERROR_NAME.get(code, "")
-            text = re.sub(r"\{\d\}", "…", X.api_error_zh(code) or "")
+        if code in c.api_error.zh or code in c.apigw_error.zh:
+            name = c.api_error.name.get(code) or c.apigw_error.name.get(code, "")
+            text = re.sub(r"\{\d\}", "…", c.api_error_zh(code) or "")
             found.append(f"接口错误码 {code}（{name}）：{text}")
-        if code in X.HOST_STATUS_ZH and (wants_host or code >= 100 or code not in X.RUN_STATUS_ZH):
-            found.append(
-                f"主机执行状态 {code}（{X.HOST_STATUS_NAME.get(code, '')}）：{X.HOST_STATUS_ZH[code]}"
-            )
-        if code in X.RUN_STATUS_ZH and not wants_host and code < 100:
-            found.append(
-                f"作业/步骤状态 {code}（{X.RUN_STATUS_NAME.get(code, '')}）：{X.RUN_STATUS_ZH[code]}"
-            )
-        if code in X.GSE_ERROR_TO_HOST_STATUS and (wants_gse or not found):
-            host = X.GSE_ERROR_TO_HOST_STATUS[code]
-            found.append(f"GSE error_code {code}：对应主机状态 {host} {X.HOST_STATUS_ZH.get(host, '')}")
+        host_status, run_status = c.host_status, c.run_status
+        if code in host_status.zh and (wants_host or code >= 100 or code not in run_status.zh):
+            found.append(f"主机执行状态 {code}（{host_status.name.get(code, '')}）：{host_status.zh[code]}")
+        if code in run_status.zh and not wants_host and code < 100:
+            found.append(f"作业/步骤状态 {code}（{run_status.name.get(code, '')}）：{run_status.zh[code]}")
+        if code in c.gse.error_to_host_status and (wants_gse or not found):
+            host = c.gse.error_to_host_status[code]
+            found.append(f"GSE error_code {code}：对应主机状态 {host} {host_status.zh.get(host, '')}")
         lines.extend(found)
     return "\n".join(dict.fromkeys(lines)) if lines else None
 
@@ -81,9 +79,10 @@ def answer_topic(question: str) -> str | None:
 
 def knowledge_snippet() -> str:
     """Compact reference text handed to the model for Q&A grounding."""
-    host = "；".join(f"{k} {v}" for k, v in sorted(X.HOST_STATUS_ZH.items()))
-    run = "；".join(f"{k} {v}" for k, v in sorted(X.RUN_STATUS_ZH.items()))
-    api = "；".join(f"{k} {v}" for k, v in sorted(X.API_ERROR_ZH.items()))
+    c = codes()
+    host = "；".join(f"{k} {v}" for k, v in sorted(c.host_status.zh.items()))
+    run = "；".join(f"{k} {v}" for k, v in sorted(c.run_status.zh.items()))
+    api = "；".join(f"{k} {v}" for k, v in sorted(c.api_error.zh.items()))
     topics = "\n".join(text for _p, text in _TOPICS)
     return f"作业/步骤状态：{run}\n主机状态：{host}\n接口错误码：{api}\n常见问题：\n{topics}"
 

@@ -17,363 +17,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from bot.core.codes import api_error_zh, codes, host_status_for, normalise_exit_code, run_status_zh
 from bot.diagnosis.records import LogRecord
-
-# =========================================================================== tables
-
-# §2.1 RunStatusEnum (task / step / GSE task status)
-RUN_STATUS_NAME: dict[int, str] = {
-    1: "BLANK",
-    2: "RUNNING",
-    3: "SUCCESS",
-    4: "FAIL",
-    5: "SKIPPED",
-    6: "IGNORE_ERROR",
-    7: "WAITING_USER",
-    8: "TERMINATED",
-    9: "ABNORMAL_STATE",
-    10: "STOPPING",
-    11: "STOP_SUCCESS",
-    13: "CONFIRM_TERMINATED",
-    14: "ABANDONED",
-    15: "ROLLING_WAITING",
-}
-RUN_STATUS_ZH: dict[int, str] = {
-    1: "等待执行",
-    2: "正在执行",
-    3: "执行成功",
-    4: "执行失败",
-    5: "跳过",
-    6: "忽略错误",
-    7: "等待确认",
-    8: "手动结束",
-    9: "状态异常",
-    10: "强制终止中",
-    11: "强制终止成功",
-    12: "强制终止失败",  # in API docs only, not in the enum
-    13: "确认终止",
-    14: "被丢弃",
-    15: "滚动等待",
-}
-RUN_STATUS_BY_NAME: dict[str, int] = {name: code for code, name in RUN_STATUS_NAME.items()}
-RUN_STATUS_FINAL: frozenset[int] = frozenset({3, 4, 5, 6, 8, 9, 11, 13, 14})
-# Statuses that end a job as failed (DESIGN digest: 4 执行失败, 9 状态异常, 14 被丢弃)
-RUN_STATUS_FAILED: frozenset[int] = frozenset({4, 9, 14})
-TASK_TYPE_ZH: dict[int, str] = {0: "作业执行", 1: "脚本执行", 2: "文件分发"}
-STEP_TYPE_ZH: dict[int, str] = {1: "脚本", 2: "文件分发", 3: "人工确认", 4: "SQL"}
-LAUNCH_MODE_ZH: dict[int, str] = {1: "页面执行", 2: "API调用", 3: "定时执行"}
-
-# §2.2 ExecuteObjectTaskStatusEnum (per-host status, API field `status` of a host result)
-HOST_STATUS_NAME: dict[int, str] = {
-    0: "UNKNOWN_ERROR",
-    1: "AGENT_ERROR",
-    2: "INVALID_EXECUTE_OBJECT",
-    3: "LAST_SUCCESS",
-    5: "WAITING",
-    7: "RUNNING",
-    9: "SUCCESS",
-    11: "FAILED",
-    12: "SUBMIT_FAILED",
-    13: "TASK_TIMEOUT",
-    15: "LOG_ERROR",
-    16: "GSE_SCRIPT_TIMEOUT",
-    17: "GSE_FILE_TIMEOUT",
-    18: "AGENT_NOT_INSTALLED",
-    101: "SCRIPT_FAILED",
-    102: "SCRIPT_TIMEOUT",
-    103: "SCRIPT_TERMINATE",
-    104: "SCRIPT_NOT_ZERO_EXIT_CODE",
-    202: "COPYFILE_FAILED",
-    203: "COPYFILE_SOURCE_FILE_NOT_EXIST",
-    301: "FILE_ERROR_UNCLASSIFIED",
-    303: "GSE_TIMEOUT",
-    310: "GSE_AGENT_ERROR",
-    311: "GSE_USER_ERROR",
-    312: "GSE_USER_PWD_ERROR",
-    320: "GSE_FILE_ERROR",
-    321: "GSE_FILE_SIZE_EXCEED",
-    329: "GSE_FILE_TASK_ERROR",
-    399: "GSE_TASK_ERROR",
-    403: "GSE_TASK_TERMINATE_SUCCESS",
-    404: "GSE_TASK_TERMINATE_FAILED",
-    500: "UNKNOWN",
-}
-HOST_STATUS_ZH: dict[int, str] = {
-    0: "未知错误",
-    1: "Agent 异常",
-    2: "无效执行对象",
-    3: "上次已成功",
-    5: "等待执行",
-    7: "正在执行",
-    9: "执行成功",
-    11: "任务失败",
-    12: "任务下发失败",
-    13: "任务超时",
-    15: "任务日志错误",
-    16: "GSE 脚本任务超时",
-    17: "GSE 文件任务超时",
-    18: "Agent 未安装",
-    101: "脚本执行失败",
-    102: "脚本执行超时",
-    103: "脚本执行被终止",
-    104: "脚本返回码非零",
-    202: "文件拷贝失败",
-    203: "源文件不存在",
-    301: "文件任务错误（未分类）",
-    303: "执行任务超时",
-    310: "Agent 异常",
-    311: "用户名不存在",
-    312: "用户密码不正确",
-    320: "文件获取失败",
-    321: "文件超出限制",
-    329: "文件传输错误",
-    399: "任务执行出错",
-    403: "任务强制终止成功",
-    404: "任务强制终止失败",
-    500: "未知状态",
-}
-HOST_STATUS_OK: frozenset[int] = frozenset({3, 9})
-HOST_STATUS_PENDING: frozenset[int] = frozenset({5, 7})
-
-# §2.3 GSE atomic task status and error_code
-GSE_ATOMIC_STATUS_NAME: dict[int, str] = {
-    0: "UNSTART",
-    1: "RUNNING",
-    2: "SUCCESS",
-    3: "TIMEOUT",
-    4: "DISCARD",
-    5: "FAIL",
-}
-GSE_ERROR_FINISHED = 0
-GSE_ERROR_RUNNING = 115
-GSE_ERROR_TERMINATE = 126
-GSE_ERROR_TO_HOST_STATUS: dict[int, int] = {
-    117: 310,
-    120: 303,
-    122: 311,
-    1326: 312,
-    119: 321,
-    126: 403,
-    **dict.fromkeys((104, 123, 127, 705, 706, 708, 709), 320),
-    **dict.fromkeys((701, 702, 703, 704, 707, 710), 329),
-    **dict.fromkeys((101, 102, 103, 105, 106, 107, 108, 109, 111, 112, 114, 118), 399),
-}
-
-# §2.4 GseTaskExecuteResult in `Finish gse task, task:{}, executeResult:{}`
-EXECUTE_RESULT: dict[int, str] = {
-    1: "SUCCESS",
-    2: "FAILED",
-    3: "STOP_SUCCESS",
-    6: "RUNNING",
-    7: "SKIPPED",
-    8: "DISCARDED",
-    9: "EXCEPTION",
-}
-EXECUTE_RESULT_ZH: dict[int, str] = {
-    1: "成功",
-    2: "失败",
-    3: "强制终止成功",
-    6: "执行中",
-    7: "跳过",
-    8: "被丢弃",
-    9: "异常",
-}
-EXECUTE_RESULT_TO_RUN_STATUS: dict[int, int] = {1: 3, 2: 4, 3: 11, 6: 2, 7: 5, 8: 14, 9: 9}
-
-# §2.5 API error codes (ESB/APIGW `code`); `{n}` are message arguments
-API_ERROR_NAME: dict[int, str] = {
-    1210001: "GSE_ERROR",
-    1210002: "GSE_API_DATA_ERROR",
-    1211001: "CMDB_UNREACHABLE_SERVER",
-    1211002: "CMDB_API_DATA_ERROR",
-    1216001: "API_ERROR",
-    1238001: "PERMISSION_DENIED",
-    1240002: "INTERNAL_ERROR",
-    1241001: "MISSING_PARAM",
-    1241002: "ILLEGAL_PARAM",
-    1241010: "ILLEGAL_PARAM_WITH_PARAM_NAME_AND_REASON",
-    1243052: "IP_NOT_EXIST_IN_CMDB",
-    1243053: "HOST_ID_NOT_EXIST_IN_CMDB",
-    1244002: "HOST_INVALID",
-    1244003: "ACCOUNT_NOT_EXIST",
-    1244004: "ACCOUNT_NO_PERMISSION",
-    1244005: "STARTUP_TASK_FAIL",
-    1244006: "TASK_INSTANCE_NOT_EXIST",
-    1244007: "STEP_INSTANCE_NOT_EXIST",
-    1244017: "OBTAIN_HOST_FAIL",
-    1244019: "DANGEROUS_SCRIPT_FORBIDDEN_EXECUTION",
-    1244020: "TASK_INSTANCE_QUERY_TIME_SPAN_MORE_THAN_30_DAYS",
-    1244021: "FILE_TASKS_EXCEEDS_LIMIT",
-    1244022: "SCRIPT_TASK_TARGET_SERVER_EXCEEDS_LIMIT",
-    1244023: "LOCAL_FILE_NOT_EXIST_IN_BACKEND",
-    1244025: "TASK_ABANDONED",
-    1244028: "STEP_TARGET_EXECUTE_OBJECT_EMPTY",
-    1244029: "STEP_SOURCE_EXECUTE_OBJECT_EMPTY",
-    1244030: "EXECUTE_OBJECT_NOT_EXIST",
-    1244032: "RUNNING_JOB_EXCEED_RESOURCE_SCOPE_QUOTA_LIMIT",
-    1244033: "RUNNING_JOB_EXCEED_APP_QUOTA_LIMIT",
-    1244034: "RUNNING_JOB_EXCEED_SYSTEM_QUOTA_LIMIT",
-    1244036: "TASK_HISTORY_QUERY_RANGE_TOO_LARGE",
-    1244037: "TASK_FILE_SOURCE_HOST_NOT_EXIST",
-    1260001: "FILE_SOURCE_NOT_EXIST",
-    1260005: "CAN_NOT_FIND_AVAILABLE_FILE_WORKER",
-    1260007: "FAIL_TO_REQUEST_FILE_WORKER_START_FILE_SOURCE_DOWNLOAD_TASK",
-}
-API_ERROR_ZH: dict[int, str] = {
-    1210001: "GSE 不可用",
-    1210002: "GSE 数据异常：{0}",
-    1211001: "CMDB 服务不可用",
-    1211002: "CMDB API返回数据异常",
-    1216001: "第三方 API 请求错误",
-    1238001: "用户({0})权限不足，请前往权限中心确认并申请补充后重试",
-    1240002: "内部服务器异常",
-    1241001: "请求参数缺失",
-    1241002: "请求参数不合法",
-    1241010: "请求参数[{0}]不合法，原因：{1}",
-    1243052: "IP（含管控区域ID）在 CMDB 中不存在：{0}",
-    1243053: "主机ID在 CMDB 中不存在：{0}",
-    1244002: "主机无效，请检查源或目标主机是否存在于配置平台的业务[{0}]下；"
-    "另外，主机需跨业务执行请联系作业平台管理员将其添加到主机白名单。无效的{1}台主机：[{2}]",
-    1244003: "账号[{0}]不存在",
-    1244004: "没有账号[{0}]的权限",
-    1244005: "启动作业失败",
-    1244006: "作业实例不存在",
-    1244007: "作业步骤实例不存在",
-    1244017: "获取主机失败",
-    1244019: "高危脚本，禁止执行",
-    1244020: "作业执行历史查询时间范围必须小于30天",
-    1244021: "文件任务数量超过限制：{0}",
-    1244022: "脚本任务目标服务器数量超过限制：{0}",
-    1244023: "本地文件{0}在后台不存在，可能过期被定时清除(默认过期时间为{1}天)，可重新上传后重试",
-    1244025: "任务被丢弃",
-    1244028: "步骤 [{0}] 的目标执行对象为空",
-    1244029: "步骤 [{0}] 的源文件执行对象为空",
-    1244030: "作业引用的执行对象不存在。不存在的执行对象个数:{0},执行对象列表[{1}]",
-    1244032: "当前执行的作业总量超过业务配额限制",
-    1244033: "当前执行的作业总量超过应用配额限制",
-    1244034: "当前执行的作业总量超过系统配额限制",
-    1244036: "当前业务下任务量较大，允许的复杂查询最大时间范围为：{0}天",
-    1244037: "文件源主机[{0}]不存在CMDB中，请检查job-file-worker服务所在K8S节点是否安装当前环境的Agent",
-    1260001: "文件源不存在：{0}",
-    1260005: "无法匹配到有效接入点，请检查文件源配置",
-    1260007: "接入点响应异常：StartFileSourceDownloadTask，详情：{0}",
-}
-# API gateway level errors (bk-job.md §4); the Chinese is our description, not a platform text.
-APIGW_ERROR_NAME: dict[int, str] = {
-    1640001: "INVALID_ARGS",
-    1640301: "APP_NO_PERMISSION",
-    1640401: "API_NOT_FOUND",
-    1642902: "RATE_LIMIT_RESTRICTION",
-    1642903: "RATE_LIMIT_RESTRICTION",
-    1650200: "BAD_GATEWAY",
-    1650401: "REQUEST_BACKEND_TIMEOUT",
-}
-APIGW_ERROR_ZH: dict[int, str] = {
-    1640001: "网关参数或认证信息无效（bk_app_code/bk_app_secret 或用户认证）",
-    1640301: "应用没有访问该网关资源的权限",
-    1640401: "网关 API 不存在",
-    1642902: "网关请求频率超限",
-    1642903: "网关请求频率超限",
-    1650200: "网关后端服务异常（Bad Gateway）",
-    1650401: "网关请求后端超时",
-}
-
-# §1.3 action / source enums
-JOB_ACTION: dict[int, str] = {
-    1: "START",
-    2: "STOP",
-    3: "RESTART",
-    4: "REFRESH",
-    6: "NEXT_STEP",
-    7: "CALLBACK",
-}
-STEP_ACTION: dict[int, str] = {
-    1: "START",
-    2: "SKIP",
-    3: "RETRY_FAIL",
-    4: "STOP",
-    5: "IGNORE_ERROR",
-    6: "NEXT_STEP",
-    7: "RETRY_ALL",
-    8: "CONFIRM_TERMINATE",
-    9: "CONFIRM_RESTART",
-    10: "CONFIRM_CONTINUE",
-    11: "CONTINUE_FILE_PUSH",
-    12: "CLEAR",
-    13: "RESUME",
-    14: "REFRESH",
-    15: "PREPARE_FILE",
-}
-GSE_TASK_ACTION: dict[int, str] = {1: "START", 2: "STOP"}
-EVENT_SOURCE_TYPE: dict[int, str] = {1: "JOB", 2: "STEP", 3: "GSE_TASK"}
-# `resourceExecuteStatus` in the notification JSON
-NOTIFY_EXECUTE_STATUS: dict[int, str] = {1: "SUCCESS", 2: "FAIL"}
-# §5 GSE 2.0 agent `status_code`; JOB treats an agent as alive only when it is 2
-AGENT_STATE_ZH: dict[int, str] = {
-    -2: "未找到",
-    -1: "查询失败",
-    0: "初始安装",
-    1: "启动中",
-    2: "运行中",
-    3: "有损状态",
-    4: "繁忙状态",
-    5: "升级中",
-    6: "停止中",
-    7: "解除安装",
-}
-
-
-def run_status_zh(code: int | str | None) -> str | None:
-    """Chinese for a RunStatusEnum code or name (``4`` / ``"FAIL"`` → ``执行失败``)."""
-    if code is None:
-        return None
-    if isinstance(code, str):
-        c = RUN_STATUS_BY_NAME.get(code.strip().upper())
-        if c is None:
-            c = int(code) if code.strip().isdigit() else None
-        code = c
-    return RUN_STATUS_ZH.get(code) if code is not None else None
-
-
-def api_error_zh(code: int | None, *args: object) -> str | None:
-    """Chinese message for a BK-JOB API error or gateway code; placeholders filled when args are given."""
-    if code is None:
-        return None
-    text = API_ERROR_ZH.get(code) or APIGW_ERROR_ZH.get(code)
-    if text is None:
-        return None
-    if args:
-        try:
-            return text.format(*args)
-        except (IndexError, KeyError):
-            return text
-    return text
-
-
-def normalise_exit_code(exit_code: int | None) -> int | None:
-    """GSE may report the raw wait status: ``256`` means ``exit 1`` (§2.3)."""
-    if exit_code is None:
-        return None
-    return exit_code // 256 if exit_code >= 256 else exit_code
-
-
-def host_status_for(status: int | None, error_code: int | None, exit_code: int | None) -> int:
-    """Per-host status JOB derives from a GSE script result (`ScriptResultHandleTask.analyseAgentResult`)."""
-    if error_code not in (None, GSE_ERROR_FINISHED, GSE_ERROR_RUNNING):
-        return GSE_ERROR_TO_HOST_STATUS.get(error_code, 0)
-    if error_code == GSE_ERROR_RUNNING or status == 1:
-        return 7
-    if status == 0:
-        return 5
-    if status == 2:
-        return 9
-    if status == 3:
-        return 102
-    if status == 4:
-        return 103
-    code = normalise_exit_code(exit_code)
-    return 104 if code not in (None, 0) else 101
-
 
 # =========================================================================== helpers
 
@@ -759,23 +404,23 @@ class ScriptResult:
 
     @property
     def host_status_name(self) -> str:
-        return HOST_STATUS_NAME.get(self.host_status, str(self.host_status))
+        return codes().host_status.name.get(self.host_status, str(self.host_status))
 
     @property
     def host_status_zh(self) -> str:
-        return HOST_STATUS_ZH.get(self.host_status, "未知状态")
+        return codes().host_status.zh.get(self.host_status, "未知状态")
 
     @property
     def gse_status_name(self) -> str | None:
-        return GSE_ATOMIC_STATUS_NAME.get(self.status, "ERROR") if self.status is not None else None
+        return codes().gse.atomic_status.name.get(self.status, "ERROR") if self.status is not None else None
 
     @property
     def ok(self) -> bool:
-        return self.host_status in HOST_STATUS_OK
+        return self.host_status in codes().host_status.ok
 
     @property
     def finished(self) -> bool:
-        return self.host_status not in HOST_STATUS_PENDING
+        return self.host_status not in codes().host_status.pending
 
 
 _SCRIPT_RESULT_RE = re.compile(r"ScriptExecuteObjectTaskResult\[")
@@ -1018,19 +663,19 @@ class GseTaskFinish:
 
     @property
     def name(self) -> str:
-        return EXECUTE_RESULT.get(self.execute_result, str(self.execute_result))
+        return codes().execute_result.name.get(self.execute_result, str(self.execute_result))
 
     @property
     def zh(self) -> str:
-        return EXECUTE_RESULT_ZH.get(self.execute_result, "未知")
+        return codes().execute_result.zh.get(self.execute_result, "未知")
 
     @property
     def run_status(self) -> int | None:
-        return EXECUTE_RESULT_TO_RUN_STATUS.get(self.execute_result)
+        return codes().execute_result.run_status.get(self.execute_result)
 
     @property
     def ok(self) -> bool:
-        return self.execute_result in (1, 7)
+        return self.execute_result in codes().execute_result.ok
 
 
 _FINISH_RE = re.compile(r"Finish gse task, task:(.*?), executeResult:(-?\d+)")
@@ -1055,7 +700,7 @@ class StepRefresh:
 
     @property
     def run_status(self) -> int | None:
-        return RUN_STATUS_BY_NAME.get(self.gse_task_status or "")
+        return codes().run_status.by_name.get(self.gse_task_status or "")
 
     @property
     def zh(self) -> str | None:
@@ -1129,7 +774,7 @@ class Notification:
     @property
     def status_name(self) -> str | None:
         s = self.resource_execute_status
-        return NOTIFY_EXECUTE_STATUS.get(s, str(s)) if s is not None else None
+        return codes().notify_execute_status.name.get(s, str(s)) if s is not None else None
 
     @property
     def failed(self) -> bool:

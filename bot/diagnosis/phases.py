@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bot.core.codes import codes
 from bot.core.models import PHASES, PhaseStatus, Stage, TimelineEntry
 from bot.diagnosis.extract import (
-    HOST_STATUS_ZH,
     RecordIds,
     ScriptResult,
     ids_in,
@@ -620,6 +620,7 @@ def _line(rec: LogRecord, limit: int = 120) -> str:
 
 
 def _host_summary(recs: Sequence[LogRecord]) -> str:
+    table = codes().host_status
     latest: dict[str, ScriptResult] = {}
     for r in recs:
         res = parse_script_result(r.message)
@@ -634,10 +635,10 @@ def _host_summary(recs: Sequence[LogRecord]) -> str:
         if code == 104:
             exits = sorted({str(r.exit_code_normalised) for r in latest.values() if r.host_status == code})
             detail = f"（exitCode={'/'.join(exits)}）"
-        elif code not in (9, 3, 5, 7):
+        elif code not in table.ok | table.pending:
             errs = sorted({str(r.error_code) for r in latest.values() if r.host_status == code})
             detail = f"（errorCode={'/'.join(errs)}）"
-        parts.append(f"{code} {HOST_STATUS_ZH.get(code, '未知状态')} ×{n}{detail}")
+        parts.append(f"{code} {table.zh.get(code, '未知状态')} ×{n}{detail}")
     return f"主机结果 {len(latest)} 台：" + "，".join(parts)
 
 

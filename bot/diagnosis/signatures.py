@@ -43,16 +43,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from bot.core.codes import codes
 from bot.core.models import Actions, Evidence, FaultSide, Stage
 from bot.core.resources import data_file
-from bot.diagnosis.extract import (
-    API_ERROR_ZH,
-    EXECUTE_RESULT_ZH,
-    GSE_ERROR_TO_HOST_STATUS,
-    HOST_STATUS_ZH,
-    RUN_STATUS_BY_NAME,
-    RUN_STATUS_ZH,
-)
 from bot.diagnosis.records import LogRecord
 
 MIN_LITERAL_LEN = 5
@@ -167,15 +160,16 @@ def derive_values(captured: Mapping[str, Sequence[str]]) -> dict[str, str]:
     Names nobody provided are left out; `render` shows a fallback for them.
     """
     out = {name: _join(_unique(vals)) for name, vals in captured.items() if _unique(vals)}
+    tables = codes()
 
     status_codes: list[int] = _ints(captured.get("host_status", ()))
     for code in _ints(captured.get("error_code", ())):
         if code != 0:
-            status_codes.append(GSE_ERROR_TO_HOST_STATUS.get(code, 0))
+            status_codes.append(tables.gse.error_to_host_status.get(code, 0))
     statuses = list(dict.fromkeys(status_codes))
     if statuses:
         out["host_status"] = _join([str(s) for s in statuses])
-        out["host_status_zh"] = _join([HOST_STATUS_ZH.get(s, "未知状态") for s in statuses])
+        out["host_status_zh"] = _join([tables.host_status.zh.get(s, "未知状态") for s in statuses])
 
     raw_exit = _ints(captured.get("exit_code", ()))
     if raw_exit:
@@ -190,23 +184,29 @@ def derive_values(captured: Mapping[str, Sequence[str]]) -> dict[str, str]:
     api_codes = _ints(captured.get("api_code", ()))
     if api_codes:
         out["api_error_zh"] = _join(
-            [_ARG_RE.sub("…", API_ERROR_ZH.get(c, "未收录的错误码")) for c in dict.fromkeys(api_codes)]
+            [_ARG_RE.sub("…", tables.api_error.zh.get(a, "未收录的错误码")) for a in dict.fromkeys(api_codes)]
         )
     run_status = _ints(captured.get("run_status", ()))
     if run_status:
-        out["run_status_zh"] = _join([RUN_STATUS_ZH.get(c, "未知状态") for c in dict.fromkeys(run_status)])
+        out["run_status_zh"] = _join(
+            [tables.run_status.zh.get(r, "未知状态") for r in dict.fromkeys(run_status)]
+        )
     gse_status = _unique(captured.get("gse_task_status", ()))
     if gse_status:
         out["gse_task_status_zh"] = _join(
-            [RUN_STATUS_ZH.get(RUN_STATUS_BY_NAME.get(n, -1), n) for n in gse_status]
+            [tables.run_status.zh.get(tables.run_status.by_name.get(n, -1), n) for n in gse_status]
         )
     results = _ints(captured.get("execute_result", ()))
     if results:
-        out["execute_result_zh"] = _join([EXECUTE_RESULT_ZH.get(c, "未知") for c in dict.fromkeys(results)])
-    codes = _unique([*captured.get("gse_code", ()), *captured.get("gse_error_code", ())])
+        out["execute_result_zh"] = _join(
+            [tables.execute_result.zh.get(r, "未知") for r in dict.fromkeys(results)]
+        )
+    gse_codes = _unique([*captured.get("gse_code", ()), *captured.get("gse_error_code", ())])
     msgs = _unique(captured.get("error_msg", ()))
-    if codes or msgs:
-        detail = "：".join(p for p in (f"GSE 返回码 {_join(codes)}" if codes else "", _join(msgs)) if p)
+    if gse_codes or msgs:
+        detail = "：".join(
+            p for p in (f"GSE 返回码 {_join(gse_codes)}" if gse_codes else "", _join(msgs)) if p
+        )
         out["gse_error_note"] = f"（{detail}）"
     durations = _ints(captured.get("run_duration", ()))
     if durations:

@@ -36,17 +36,10 @@ from bot.diagnosis.extract import (
     pull_times,
 )
 from bot.diagnosis.parser import dedupe, order
-from bot.diagnosis.phases import (
-    Classification,
-    RunView,
-    assign_phases,
-    attribute,
-    classify,
-    select_run,
-    strip_task_prefix,
-    timeline_for,
-)
+from bot.diagnosis.phases import Classification, classify, strip_task_prefix
 from bot.diagnosis.records import LogRecord
+from bot.diagnosis.runs import RunView, attribute, select_run
+from bot.diagnosis.timeline import assign_phases, timeline_for
 
 __all__ = ["CollapsedGroup", "Condensed", "RunSummary", "condense", "estimate_tokens"]
 

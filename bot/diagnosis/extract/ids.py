@@ -166,6 +166,6 @@ def ids_in_text(message: str, trace_id: str | None = None) -> RecordIds:
 
 
 def ids_in(record: LogRecord) -> RecordIds:
-    """Ids a record carries itself (first line only; stack frames hold none). See `phases.attribute` for
+    """Ids a record carries itself (first line only; stack frames hold none). See `runs.attribute` for
     ids inherited from the surrounding records of the same thread."""
     return ids_in_text(record.message, record.trace_id)

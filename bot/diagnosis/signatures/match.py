@@ -17,7 +17,7 @@ from datetime import datetime
 from bot.core.models import Actions, Evidence, FaultSide, Stage
 from bot.diagnosis.records import LogRecord
 from bot.diagnosis.signatures.literals import CompiledPattern
-from bot.diagnosis.signatures.schema import Signature
+from bot.diagnosis.signatures.schema import Fact, Signature
 from bot.diagnosis.signatures.values import derive_values, render, unique
 
 # decisive lines kept per match (first half + last half when there are more); context lines per regex
@@ -59,6 +59,7 @@ class SignatureMatch:
     missing_info: tuple[str, ...]
     last_index: int  # position of the latest decisive line in the input
     last_time: datetime | None = field(default=None)
+    facts: tuple[Fact, ...] = ()  # live lookups the entry asks for (see the catalog's `facts`)
 
     def rank(self) -> tuple[int, tuple[int, datetime, int], int]:
         """Sort key: priority, then the latest decisive failure in time, then corroborating lines."""
@@ -267,4 +268,5 @@ def match_one(sig: Signature, index: ChainIndex, known: Mapping[str, str]) -> Si
         missing_info=tuple(render(t, values) for t in spec.missing_info_hint),
         last_index=last_idx,
         last_time=max(times) if times else None,
+        facts=tuple(spec.facts),
     )

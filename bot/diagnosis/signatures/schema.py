@@ -23,6 +23,8 @@ Level = Literal["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
 SignatureStage = Literal[
     "parameter_check", "initialization", "dispatch", "execution", "result_polling", "callback"
 ]
+# Live lookups a match may ask for (`facts`); the pipeline knows how to gather each of them.
+Fact = Literal["gse_agent_state"]
 
 
 class SignatureSpec(BaseModel):
@@ -51,6 +53,7 @@ class SignatureSpec(BaseModel):
     improvements: StrList = Field(default_factory=list)
     prevention: StrList = Field(min_length=1)
     missing_info_hint: StrList = Field(default_factory=list)
+    facts: Annotated[list[Fact], BeforeValidator(_as_list)] = Field(default_factory=list)
 
     @field_validator("patterns", "all_of", "any_of", "none_of", "context")
     @classmethod

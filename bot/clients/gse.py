@@ -15,13 +15,12 @@ from typing import Any, Literal
 import aiohttp
 
 from bot.clients.gateway import ApiCredentials, GatewayTransport, UpstreamError
-from bot.diagnosis.extract import AGENT_STATE_ZH
+from bot.core.codes import codes
 
 ApiVersion = Literal["v1", "v2"]
 V2_BATCH = 5000  # BK-JOB's gse.query.batchSize
 V1_BATCH = 1000
 
-STATUS_ZH: dict[int, str] = AGENT_STATE_ZH  # GSE 2.0 status_code → Chinese (reference §5)
 ALIVE_STATUS = 2
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 NOT_FOUND = -2
@@ -44,7 +43,7 @@ class AgentState:
 def status_zh(code: int | None) -> str:
     if code is None:
         return "未知"
-    return STATUS_ZH.get(code, f"未知状态({code})")
+    return codes().agent_state.zh.get(code, f"未知状态({code})")
 
 
 def _legacy_host(agent_id: str) -> tuple[int, str] | None:

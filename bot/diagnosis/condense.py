@@ -24,9 +24,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from bot.core.codes import codes, run_status_zh
 from bot.core.models import PHASE_STATUS_ICON, STAGE_ZH, TimelineEntry
 from bot.diagnosis.extract import (
-    RUN_STATUS_FAILED,
     nonzero_codes,
     parse_callback,
     parse_gse_finish,
@@ -34,20 +34,12 @@ from bot.diagnosis.extract import (
     parse_script_result,
     parse_step_refresh,
     pull_times,
-    run_status_zh,
 )
 from bot.diagnosis.parser import dedupe, order
-from bot.diagnosis.phases import (
-    Classification,
-    RunView,
-    assign_phases,
-    attribute,
-    classify,
-    select_run,
-    strip_task_prefix,
-    timeline_for,
-)
+from bot.diagnosis.phases import Classification, classify, strip_task_prefix
 from bot.diagnosis.records import LogRecord
+from bot.diagnosis.runs import RunView, attribute, select_run
+from bot.diagnosis.timeline import assign_phases, timeline_for
 
 __all__ = ["CollapsedGroup", "Condensed", "RunSummary", "condense", "estimate_tokens"]
 
@@ -146,7 +138,7 @@ def _is_key(rec: LogRecord, cls: Classification) -> bool:
         return note is not None and note.failed
     if tpl == "Begin to dispatch job callback event":
         cb = parse_callback(msg)
-        return cb is not None and cb.job_status in RUN_STATUS_FAILED
+        return cb is not None and cb.job_status in codes().run_status.failed
     if "ode" in msg and nonzero_codes(msg):
         return True
     return False

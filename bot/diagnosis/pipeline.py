@@ -32,8 +32,6 @@ log = structlog.get_logger(__name__)
 # (candidate report, condensed evidence, collected chain) -> improved report or None (keep rules)
 ModelStep = Callable[[DiagnosisReport, Condensed, Collected], Awaitable[DiagnosisReport | None]]
 
-_AGENT_SIGNATURES = ("agent",)  # signature ids mentioning agents get a live GSE agent-state check
-
 
 class BkLogAuthError(Exception):
     """BkLog rejected the credentials or the app's permission; the message is one safe line."""
@@ -200,7 +198,7 @@ class Analyzer:
     ) -> list[str]:
         """Optional facts from GSE / BK-JOB; each failure is noted, never fatal."""
         out: list[str] = []
-        if self.gse is not None and match is not None and any(s in match.id for s in _AGENT_SIGNATURES):
+        if self.gse is not None and match is not None and "gse_agent_state" in match.facts:
             agents = [a for a in (match.values.get("agent_id", "") or "").split("、") if a and a != "未知"]
             agents = [a.split(":", 1)[1] if a.startswith("1:") else a for a in agents][:50]
             if agents:

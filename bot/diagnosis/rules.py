@@ -1,14 +1,23 @@
 """The rule-based DiagnosisReport: from the collected chain, its condensed run and the best
 signature match. Used on its own without a model, and as the candidate (and the fallback)
 when a model is configured. It never guesses: what the lines cannot settle goes to
-`missing_info`, and confidence says how sure the rules are.
+`missing_info`, and confidence says how sure the rules are. When no signature matches, the
+actions are the generic ones of the failed stage (`config/stages.toml`).
 """
 
 from __future__ import annotations
 
+import functools
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.core.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage
+from bot.core.resources import data_file
 from bot.diagnosis.collector import Collected
 from bot.diagnosis.condense import Condensed
 from bot.diagnosis.records import LogRecord
@@ -17,38 +26,57 @@ from bot.diagnosis.signatures import SignatureMatch
 MAX_EVIDENCE = 10
 CONFIDENT = 0.55  # a match this sure settles the cause: its hints become actions, not missing info
 
-_GENERIC_ACTIONS: dict[str, Actions] = {
-    "parameter_check": Actions(
-        immediate=["核对调用参数（目标主机、执行账号、脚本参数、文件路径）后重新发起作业"],
-        root_fix=["按相关日志里的错误码/提示修正作业模板或 API 调用参数"],
-        improvements=["调用方在发起前校验参数，并记录 job_request_id 便于排查"],
-    ),
-    "initialization": Actions(
-        immediate=["检查文件源/本地文件是否可用，修正后重试该步骤"],
-        root_fix=["根据相关日志定位准备阶段失败的资源（文件源、file-worker、本地上传文件）"],
-        improvements=["为文件源和 file-worker 配置监控"],
-    ),
-    "dispatch": Actions(
-        immediate=["检查 GSE（bk-gse 网关/GSE API Server）可用性后重试该步骤"],
-        root_fix=["根据相关日志中的接口响应排查作业平台与 GSE 之间的调用"],
-        improvements=["为作业平台调用 GSE 的失败率配置告警"],
-    ),
-    "execution": Actions(
-        immediate=["查看失败主机的执行日志（作业平台页面或 batch_get_job_instance_ip_log）"],
-        root_fix=["按主机执行结果修复脚本或目标主机环境后重试"],
-        improvements=["为脚本增加明确的错误输出和退出码约定"],
-    ),
-    "result_polling": Actions(
-        immediate=["确认 GSE 任务结果是否可查询，必要时重试该步骤"],
-        root_fix=["排查 GSE 数据/任务服务与作业平台结果拉取"],
-        improvements=["为结果拉取异常配置告警"],
-    ),
-    "callback": Actions(
-        immediate=["检查回调地址是否可达并返回 2xx"],
-        root_fix=["修复调用方回调接口或作业平台回调白名单"],
-        improvements=["回调接口做好幂等与超时控制"],
-    ),
-}
+StageText = Annotated[str, Field(min_length=1)]
+
+
+class StagesError(ValueError):
+    """The stage actions file is unreadable or a stage is invalid (the message names it)."""
+
+
+class _StageActionsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    immediate: list[StageText] = Field(min_length=1)
+    root_fix: list[StageText] = Field(min_length=1)
+    improvements: list[StageText] = Field(min_length=1)
+
+
+class _StagesSpec(BaseModel):
+    """`config/stages.toml`: generic actions for every stage of the timeline."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    parameter_check: _StageActionsSpec
+    initialization: _StageActionsSpec
+    dispatch: _StageActionsSpec
+    execution: _StageActionsSpec
+    result_polling: _StageActionsSpec
+    callback: _StageActionsSpec
+
+
+def load_stage_actions(path: Path | None = None) -> dict[str, Actions]:
+    """Read and validate the generic actions per stage (default: the packaged stages.toml)."""
+    target = path if path is not None else data_file("config", "stages.toml")
+    try:
+        data = tomllib.loads(target.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise StagesError(f"{target}: cannot read stage actions: {exc}") from exc
+    try:
+        spec = _StagesSpec.model_validate(data)
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors():
+            loc = [str(p) for p in e["loc"]]
+            field = f": field {'.'.join(loc[1:])!r}" if len(loc) > 1 else ""
+            parts.append(f"stage {loc[0] if loc else '<file>'!r}{field}: {e['msg']}")
+        raise StagesError(f"{target}: {'; '.join(parts)}") from None
+    return {stage: Actions(**actions.model_dump()) for stage, actions in spec}
+
+
+@functools.cache
+def stage_actions() -> Mapping[str, Actions]:
+    """The packaged actions, read on first use; cached for good since packaged data never changes at run time."""
+    return load_stage_actions()
 
 
 @dataclass
@@ -240,7 +268,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
             "root_cause": cause,
             "signature": None,
             "evidence": evidence,
-            "actions": _GENERIC_ACTIONS.get(stage, Actions()),
+            "actions": stage_actions().get(stage, Actions()),
             "prevention": ["为作业关键步骤配置失败告警，并保留 job_request_id 以便排查"],
             "missing_info": missing,
             "confidence": confidence,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.core.codes import codes
 from bot.diagnosis import extract as x
 from bot.diagnosis.parser import parse_record
 from tests.diagnosis_parse.chains import AGENT, G, J, S, T, file_line, gse_source, key, result_line
@@ -251,7 +252,7 @@ def test_finish_gse_task_execute_result_mapping() -> None:
         fin = x.parse_gse_finish(f"Finish gse task, task:{key()}, executeResult:{n}")
         assert fin is not None and fin.name == name and fin.run_status == run_status
         assert fin.key is not None and fin.key.gse_task_id == G
-    assert x.RUN_STATUS_ZH[x.EXECUTE_RESULT_TO_RUN_STATUS[9]] == "状态异常"
+    assert codes().run_status.zh[codes().execute_result.run_status[9]] == "状态异常"
 
 
 def test_step_refresh_lines() -> None:
@@ -322,19 +323,23 @@ def test_api_error_codes_and_chinese_messages() -> None:
 
 
 def test_status_tables_are_complete_and_consistent() -> None:
-    assert x.HOST_STATUS_ZH[310] == "Agent 异常" and x.HOST_STATUS_ZH[18] == "Agent 未安装"
-    assert x.GSE_ERROR_TO_HOST_STATUS[117] == 310
-    assert set(x.HOST_STATUS_NAME) <= set(x.HOST_STATUS_ZH)
-    assert set(x.GSE_ERROR_TO_HOST_STATUS.values()) <= set(x.HOST_STATUS_ZH)
-    assert set(x.RUN_STATUS_NAME) <= set(x.RUN_STATUS_ZH)
+    assert codes().host_status.zh[310] == "Agent 异常" and codes().host_status.zh[18] == "Agent 未安装"
+    assert codes().gse.error_to_host_status[117] == 310
+    assert set(codes().host_status.name) <= set(codes().host_status.zh)
+    assert set(codes().gse.error_to_host_status.values()) <= set(codes().host_status.zh)
+    assert set(codes().run_status.name) <= set(codes().run_status.zh)
     assert (
         x.run_status_zh("ABANDONED") == "被丢弃"
         and x.run_status_zh(4) == "执行失败"
         and x.run_status_zh("9") == "状态异常"
     )
-    assert set(x.EXECUTE_RESULT) == set(x.EXECUTE_RESULT_ZH) == set(x.EXECUTE_RESULT_TO_RUN_STATUS)
-    assert set(x.API_ERROR_NAME) == set(x.API_ERROR_ZH)
-    assert x.STEP_ACTION[14] == "REFRESH" and x.JOB_ACTION[4] == "REFRESH"
+    assert (
+        set(codes().execute_result.name)
+        == set(codes().execute_result.zh)
+        == set(codes().execute_result.run_status)
+    )
+    assert set(codes().api_error.name) == set(codes().api_error.zh)
+    assert codes().step_action.name[14] == "REFRESH" and codes().job_action.name[4] == "REFRESH"
     assert x.normalise_exit_code(256) == 1 and x.normalise_exit_code(3) == 3
 
 

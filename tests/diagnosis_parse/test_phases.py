@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from bot.core.models import PHASES, TimelineEntry
 from bot.diagnosis.parser import dedupe, order, parse_record, parse_text
-from bot.diagnosis.phases import attribute, build_timeline, classify, latest_run, runs, select_run
+from bot.diagnosis.phases import classify
 from bot.diagnosis.records import LogRecord
+from bot.diagnosis.runs import attribute, latest_run, runs, select_run
+from bot.diagnosis.timeline import build_timeline
 from tests.diagnosis_parse.chains import (
     GSE_STACK,
     L_API,

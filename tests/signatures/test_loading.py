@@ -62,6 +62,7 @@ def test_small_catalog_loads_and_matches(tmp_path: Path) -> None:
         ),
         ('id = "demo_lock"', 'id = "Demo-Lock"', "id", ""),
         ("prevention = [", "surprise = 1\nprevention = [", "surprise", "Extra inputs"),
+        ("prevention = [", 'facts = ["dns_lookup"]\nprevention = [', "facts.0", "gse_agent_state"),
     ],
 )
 def test_broken_entry_names_id_and_field(tmp_path: Path, old: str, new: str, field: str, hint: str) -> None:
@@ -85,3 +86,25 @@ def test_duplicate_id_and_empty_catalog(tmp_path: Path) -> None:
         load_catalog(_write(tmp_path, "[[signature]\nid = 1"))
     with pytest.raises(CatalogError, match="cannot read catalog"):
         load_catalog(tmp_path / "missing.toml")
+
+
+def test_facts_are_declared_and_carried_by_the_match(tmp_path: Path) -> None:
+    catalog = load_catalog(
+        _write(tmp_path, GOOD.replace("prevention = [", 'facts = "gse_agent_state"\nprevention = ['))
+    )
+    best = catalog.best([rec("Fail to get running lock, lockKey: job:running:gse:task:7", "ERROR")])
+    assert best is not None and best.facts == ("gse_agent_state",)
+    plain = load_catalog(_write(tmp_path, GOOD)).best([rec("Fail to get running lock, lockKey: k", "ERROR")])
+    assert plain is not None and plain.facts == ()
+
+
+def test_shipped_agent_entries_ask_for_the_agent_state() -> None:
+    # the entries whose hosts' agent may be the cause get a live GSE lookup; no other entry does
+    asking = {s.id for s in load_catalog().signatures if "gse_agent_state" in s.spec.facts}
+    assert asking == {
+        "invalid_agent_id_hosts",
+        "target_agent_empty",
+        "source_agent_empty",
+        "agent_abnormal",
+        "agent_id_mismatch",
+    }

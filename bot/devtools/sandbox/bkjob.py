@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.core.codes import codes
 from bot.devtools.sandbox import GatewayAuth, gateway_app, read_json
 
 CODE_MISSING_PARAM = 1241001
@@ -23,9 +24,6 @@ CODE_MISSING_TIME = 1241007
 CODE_TASK_INSTANCE_NOT_EXIST = 1244006
 CODE_STEP_INSTANCE_NOT_EXIST = 1244007
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
-
-# descriptions as BK-JOB returns them (status_desc): the reference's table
-from bot.diagnosis.extract import HOST_STATUS_ZH  # noqa: E402
 
 FINAL_STATUSES = frozenset({3, 4, 5, 6, 8, 9, 11, 13, 14})
 
@@ -126,7 +124,9 @@ def _host_json(h: FakeHost, *, detailed: bool) -> dict[str, Any]:
         "total_time": h.total_time,
     }
     if detailed:
-        out.update(ipv6=h.ipv6, bk_agent_id=h.bk_agent_id, status_desc=HOST_STATUS_ZH.get(h.status, ""))
+        out.update(
+            ipv6=h.ipv6, bk_agent_id=h.bk_agent_id, status_desc=codes().host_status.zh.get(h.status, "")
+        )
     return out
 
 
@@ -277,7 +277,7 @@ def create_bkjob_app(
         group_list = [
             {
                 "result_type": status,
-                "result_type_desc": HOST_STATUS_ZH.get(status, ""),
+                "result_type_desc": codes().host_status.zh.get(status, ""),
                 "tag": tag,
                 "host_size": len(hosts),
                 "host_result_list": [_host_json(h, detailed=True) for h in hosts[:per_group]],

@@ -33,6 +33,7 @@ browser:
 lint: dev
 	$(BIN)/ruff check bot handlers tests bench
 	$(BIN)/ruff format --check bot handlers tests bench
+	$(BIN)/lint-imports
 
 typecheck: dev
 	$(BIN)/mypy bot handlers

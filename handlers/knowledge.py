@@ -112,9 +112,3 @@ def knowledge_snippet() -> str:
     api = "；".join(f"{k} {v}" for k, v in sorted(c.api_error.zh.items()))
     common = "\n".join(text for _p, text in topics())
     return f"作业/步骤状态：{run}\n主机状态：{host}\n接口错误码：{api}\n常见问题：\n{common}"
-
-
-FALLBACK = (
-    "这个问题我暂时答不好。我擅长分析失败的作业步骤：发送 stepInstanceId 或 BK-JOB 步骤链接即可；"
-    "也可以问状态码/错误码的含义，例如「状态码 310 是什么意思」。"
-)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from bot.core.models import IncomingMessage
-from handlers import knowledge
+from handlers import knowledge, texts
 
 
 class ModelAnswer(Protocol):
@@ -29,4 +29,4 @@ class Answers:
             )
             if got:
                 return got
-        return knowledge.FALLBACK
+        return texts.QA_FALLBACK

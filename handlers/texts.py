@@ -32,6 +32,10 @@ UUID_HINT = (
     "带横线的 UUID 是 GseTaskEvent 的 requestId，不是 traceId；请提供 stepInstanceId 或 32 位 traceId。"
 )
 CHATTER_HINT = "需要我分析失败的作业步骤吗？请附上 stepInstanceId 或 BK-JOB 步骤链接；发送「帮助」查看用法。"
+QA_FALLBACK = (
+    "这个问题我暂时答不好。我擅长分析失败的作业步骤：发送 stepInstanceId 或 BK-JOB 步骤链接即可；"
+    "也可以问状态码/错误码的含义，例如「状态码 310 是什么意思」。"
+)
 UNSUPPORTED_TYPE = "暂时只能处理文字消息，请把 stepInstanceId 或 BK-JOB 链接以文字发给我。"
 
 # --------------------------------------------------------------------------- analyses and reports

@@ -50,7 +50,7 @@ from bot.diagnosis.pipeline import AnalysisRequest
 from bot.llm.client import LlmClient
 from bot.llm.prompts import PromptLibrary
 from bot.llm.schema import ReportInvalid, parse_report
-from tests.fakes.openai_server import Behaviour, FakeOpenAI, answer_json, tool_call
+from tests.support.fakes.openai_server import Behaviour, FakeOpenAI, answer_json, tool_call
 
 API_KEY = "sk-bench-0123456789abcdef"
 MAX_REACT_ROUNDS = 40

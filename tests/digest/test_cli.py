@@ -16,8 +16,8 @@ from bot.core.logsetup import configure_logging
 from bot.core.settings import Settings
 from tests.digest.conftest import Serve
 from tests.digest.world import AGENT_OFFLINE, SCRIPT_EXIT, TZ, World, before, world_settings
-from tests.fakes.wecom_webhook import FakeWeComWebhook
-from tests.fakes.worktool import FakeWorkTool
+from tests.support.fakes.wecom_webhook import FakeWeComWebhook
+from tests.support.fakes.worktool import FakeWorkTool
 
 NOW = datetime(2025, 3, 10, 14, 30, tzinfo=TZ)
 GROUP = "运维值班群"

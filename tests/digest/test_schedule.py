@@ -42,8 +42,8 @@ from bot.digest.schedule import DigestRunner
 from tests.conftest import REDIS_URL
 from tests.digest.conftest import Serve
 from tests.digest.world import SCRIPT_EXIT, TZ, World, before, fire_at, world_settings
-from tests.fakes.wecom_webhook import FakeWeComWebhook
-from tests.fakes.worktool import FakeWorkTool
+from tests.support.fakes.wecom_webhook import FakeWeComWebhook
+from tests.support.fakes.worktool import FakeWorkTool
 
 FIRE = fire_at("2025-03-10")
 GROUP = "运维值班群"

@@ -7,7 +7,7 @@ from pytest_aiohttp import AiohttpServer
 
 from bot.llm.client import LlmClient, RecordingObserver
 from bot.llm.prompts import PromptLibrary
-from tests.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.openai_server import FakeOpenAI
 
 
 @pytest.fixture

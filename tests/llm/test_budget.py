@@ -17,8 +17,8 @@ from bot.llm.client import LlmClient
 from bot.llm.diagnose import llm_diagnose
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber
-from tests.fakes.openai_server import FakeOpenAI, answer_json
 from tests.llm.samples import LINES, candidate, evidence_text, model_answer
+from tests.support.fakes.openai_server import FakeOpenAI, answer_json
 
 
 @pytest.fixture(params=["fakeredis", "redis"])

@@ -19,7 +19,15 @@ from bot.llm.client import (
     RecordingObserver,
     parse_retry_after,
 )
-from tests.fakes.openai_server import Answer, FakeOpenAI, Garbage, Hang, Status, rate_limited, server_error
+from tests.support.fakes.openai_server import (
+    Answer,
+    FakeOpenAI,
+    Garbage,
+    Hang,
+    Status,
+    rate_limited,
+    server_error,
+)
 
 MSGS = [{"role": "user", "content": "你好"}]
 

@@ -11,7 +11,9 @@ from bot.llm.client import LlmClient
 from bot.llm.diagnose import llm_diagnose
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber
-from tests.fakes.openai_server import (
+from tests.llm import samples
+from tests.llm.samples import FINISH_LINE, LINES, RESULT_LINE, candidate, evidence_text, model_answer
+from tests.support.fakes.openai_server import (
     Answer,
     FakeOpenAI,
     Hang,
@@ -20,8 +22,6 @@ from tests.fakes.openai_server import (
     rate_limited,
     tool_call,
 )
-from tests.llm import samples
-from tests.llm.samples import FINISH_LINE, LINES, RESULT_LINE, candidate, evidence_text, model_answer
 
 
 async def run(

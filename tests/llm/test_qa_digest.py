@@ -8,7 +8,7 @@ from typing import Any
 from bot.llm.client import LlmClient
 from bot.llm.diagnose import answer_question, summarize_digest
 from bot.llm.prompts import PromptLibrary
-from tests.fakes.openai_server import Answer, FakeOpenAI, Hang, Status
+from tests.support.fakes.openai_server import Answer, FakeOpenAI, Hang, Status
 
 KNOWLEDGE = "下发阶段：Sending task to gse server → Start gse task successfully；失败常见于 GSE 接口异常。"
 

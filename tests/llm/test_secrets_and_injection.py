@@ -13,9 +13,9 @@ from bot.llm.client import LlmClient
 from bot.llm.diagnose import answer_question, llm_diagnose
 from bot.llm.prompts import PromptLibrary
 from bot.llm.scrub import Scrubber, SecretLeak
-from tests.fakes.openai_server import FakeOpenAI, answer_json, tool_call
 from tests.llm import samples
 from tests.llm.samples import LINES, candidate, model_answer
+from tests.support.fakes.openai_server import FakeOpenAI, answer_json, tool_call
 
 PEM = (
     f"-----BEGIN RSA PRIVATE KEY-----\n{samples.PEM_BODY}\nAbCdEf0123456789==\n-----END RSA PRIVATE KEY-----"
@@ -161,7 +161,7 @@ async def test_injection_stays_inside_the_data_block(
 
 
 async def test_qa_answers_from_knowledge(client: LlmClient, fake: FakeOpenAI, prompts: PromptLibrary) -> None:
-    from tests.fakes.openai_server import Answer
+    from tests.support.fakes.openai_server import Answer
 
     fake.push(Answer("310 表示 GSE Agent 异常：目标主机的 Agent 离线或不可用。"))
     text = await answer_question(

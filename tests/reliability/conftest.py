@@ -14,11 +14,10 @@ import pytest
 from redis.exceptions import RedisError
 
 from bot.core.store import open_store
-from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.worktool import FakeWorkTool
-
-from .procs import BotProcess, RedisServer
-from .world import MODEL_KEY, ROBOT_ID, World, bklog_app, bot_env, scenario
+from tests.reliability.procs import BotProcess, RedisServer
+from tests.reliability.world import MODEL_KEY, ROBOT_ID, World, bklog_app, bot_env, scenario
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.worktool import FakeWorkTool
 
 ServerFactory = Callable[..., Awaitable[Any]]
 MakeWorld = Callable[..., Awaitable[World]]

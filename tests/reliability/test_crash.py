@@ -12,9 +12,9 @@ import time
 
 import aiohttp
 
-from .conftest import MakeBot, MakeWorld
-from .procs import BotProcess, RedisServer, metrics_of, wait_metric
-from .world import GROUP, HEADER, World, ask, scenario
+from tests.reliability.conftest import MakeBot, MakeWorld
+from tests.reliability.procs import BotProcess, RedisServer, metrics_of, wait_metric
+from tests.reliability.world import GROUP, HEADER, World, ask, scenario
 
 STEP = scenario("script_exit_code_1").expected.step_instance_id
 OTHER = scenario("agent_offline_117").expected.step_instance_id

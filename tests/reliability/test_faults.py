@@ -13,11 +13,19 @@ from typing import Any
 
 import aiohttp
 
-from tests.fakes.openai_server import Hang, rate_limited
-
-from .conftest import MakeBot, MakeWorld
-from .procs import BotProcess, RedisServer, metrics_of, readyz, wait_metric
-from .world import GROUP, HEADER, World, ask, callback_body, internal_errors, post_callback, scenario
+from tests.reliability.conftest import MakeBot, MakeWorld
+from tests.reliability.procs import BotProcess, RedisServer, metrics_of, readyz, wait_metric
+from tests.reliability.world import (
+    GROUP,
+    HEADER,
+    World,
+    ask,
+    callback_body,
+    internal_errors,
+    post_callback,
+    scenario,
+)
+from tests.support.fakes.openai_server import Hang, rate_limited
 
 STEP = scenario("script_exit_code_1").expected.step_instance_id
 AGENT_STEP = scenario("agent_offline_117").expected.step_instance_id

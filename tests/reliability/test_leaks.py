@@ -16,11 +16,10 @@ from typing import Any
 
 import aiohttp
 
-from tests.fakes.openai_server import Answer, Behaviour, answer_json
-
-from .conftest import MakeBot, MakeWorld
-from .procs import RedisServer
-from .world import GROUP, HEADER, MODEL_KEY, ROBOT_ID, TOKEN, ask, internal_errors, scenario
+from tests.reliability.conftest import MakeBot, MakeWorld
+from tests.reliability.procs import RedisServer
+from tests.reliability.world import GROUP, HEADER, MODEL_KEY, ROBOT_ID, TOKEN, ask, internal_errors, scenario
+from tests.support.fakes.openai_server import Answer, Behaviour, answer_json
 
 SC = scenario("agent_offline_117")
 STEP = SC.expected.step_instance_id

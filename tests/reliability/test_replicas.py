@@ -29,12 +29,11 @@ from bot.digest.render import TEXT_TITLE as DIGEST_TITLE
 from handlers.ids import extract_ids
 from tests.digest.world import SCRIPT_EXIT, TZ, TZ_NAME
 from tests.digest.world import World as DigestWorld
-from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.worktool import FakeWorkTool
-
-from .conftest import MakeBot, MakeWorld
-from .procs import RedisServer, metrics_of
-from .world import GROUP, HEADER, ROBOT_ID, World, ask, step_scenarios
+from tests.reliability.conftest import MakeBot, MakeWorld
+from tests.reliability.procs import RedisServer, metrics_of
+from tests.reliability.world import GROUP, HEADER, ROBOT_ID, World, ask, step_scenarios
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.worktool import FakeWorkTool
 
 PEOPLE = ("张三", "李四", "王五", "赵六")
 PHRASES = ("帮忙看下 {}", "{} 这个步骤为什么失败", "分析一下 stepInstanceId={}", "看看 {} 挂在哪")

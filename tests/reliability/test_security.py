@@ -18,12 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from bot.app.web import create_app
 from bot.core.settings import load_settings
 from handlers.texts import RATE_LIMITED
-from tests.fakes.wecom_aibot import AES_KEY, WeComAibotSide
-from tests.fakes.wecom_aibot import TOKEN as AIBOT_TOKEN
-
-from .conftest import MakeWorld
-from .procs import RedisServer, parse_metrics
-from .world import GROUP, TOKEN, World, bot_env, callback_body, post_callback, scenario
+from tests.reliability.conftest import MakeWorld
+from tests.reliability.procs import RedisServer, parse_metrics
+from tests.reliability.world import GROUP, TOKEN, World, bot_env, callback_body, post_callback, scenario
+from tests.support.fakes.wecom_aibot import AES_KEY, WeComAibotSide
+from tests.support.fakes.wecom_aibot import TOKEN as AIBOT_TOKEN
 
 STEP = scenario("script_exit_code_1").expected.step_instance_id
 QUESTION = "状态码 310 是什么意思"

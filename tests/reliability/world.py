@@ -26,9 +26,9 @@ from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET
 from bot.devtools.sandbox import FAULTS, Faults
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
 from bot.devtools.scenarios import Scenario, load_scenarios
-from tests.conversation.harness import callback_body as conversation_callback_body
-from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.worktool import FakeWorkTool
+from tests.integration.conversation.harness import callback_body as conversation_callback_body
+from tests.support.fakes.openai_server import FakeOpenAI
+from tests.support.fakes.worktool import FakeWorkTool
 
 ROBOT_ID = "robot-rel-1"
 TOKEN = "cb-token-rel-0123456789abcdef"

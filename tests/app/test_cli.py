@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support import REPO
+
+JD = [sys.executable, "-m", "bot"]
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_DOCTOR_")}
+    full_env["PYTHONPATH"] = str(REPO)
+    full_env.update(env or {})
+    return subprocess.run(
+        [*JD, *args], capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("command", ["serve", "demo", "analyze", "digest", "check", "eval", "cases"])
+def test_every_command_has_help(command: str) -> None:
+    res = run(command, "--help")
+    assert res.returncode == 0
+    assert "usage: job-doctor" in res.stdout
+
+
+def test_unknown_option_is_one_clear_line() -> None:
+    res = run("check", "--frobnicate")
+    assert res.returncode == 2
+    assert "unrecognized arguments: --frobnicate" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_bad_setting_stops_with_one_line() -> None:
+    res = run("check", env={"JOB_DOCTOR_BKLOG__INDEX_SET_ID": "twelve"})
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0
+    assert "JOB_DOCTOR_BKLOG__INDEX_SET_ID" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_missing_config_file_by_path(tmp_path: Path) -> None:
+    res = run("--config", str(tmp_path / "nope.toml"), "check")
+    assert res.returncode == 2 and "config file not found" in res.stderr
+
+
+def test_check_reports_each_dependency() -> None:
+    ok = run("check")
+    assert ok.returncode == 0, ok.stderr
+    assert "redis" in ok.stdout and "OK" in ok.stdout
+    bad = run("check", env={"JOB_DOCTOR_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert bad.returncode == 1
+    line = next(ln for ln in bad.stdout.splitlines() if ln.startswith("redis"))
+    assert "FAIL" in line and ("Connect" in line or "refused" in line)
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = run("serve", "--host", "127.0.0.1", "--port", str(port), timeout=30)
+    assert res.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def _wait_http(url: str, deadline_s: float = 20) -> bytes:
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return bytes(resp.read())
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+def test_serve_answers_and_stops_on_sigterm() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_DOCTOR_")}
+    env.update({"PYTHONPATH": str(REPO), "JOB_DOCTOR_HTTP__SHUTDOWN_GRACE_S": "2"})
+    proc = subprocess.Popen(
+        [*JD, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert b'"ok"' in _wait_http(f"http://127.0.0.1:{port}/healthz")
+        assert b"job_doctor_" in _wait_http(f"http://127.0.0.1:{port}/metrics")
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _out, err = proc.communicate()
+    assert rc == 0
+    assert "Traceback" not in err
+    assert "stopped" in err
+
+
+def test_demo_starts_with_embedded_store() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOB_DOCTOR_")}
+    env.update({"PYTHONPATH": str(REPO), "JOB_DOCTOR_REDIS_URL": "redis://127.0.0.1:1/0"})
+    proc = subprocess.Popen(
+        [*JD, "demo", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        body = _wait_http(f"http://127.0.0.1:{port}/readyz")
+        assert b'"embedded store' in body
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out, _err = proc.communicate()
+    assert rc == 0
+    assert f"http://127.0.0.1:{port}/console" in out

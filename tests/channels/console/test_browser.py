@@ -1,0 +1,172 @@
+"""The console page in headless Chromium against the real app on a local port."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.channels.console.helpers import REPORT_HEADER, STEP_ID, console_app, console_settings
+from tests.support import REPO
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _require_browser() -> Any:
+    """The playwright module, or skip (fail under CI=true) with the reason."""
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} is missing")
+    async_api: Any = None
+    try:
+        from playwright import async_api
+    except ImportError:
+        missing.append("the playwright package is not installed")
+    if missing:
+        reason = "browser test needs Chromium and Playwright: " + "; ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return async_api
+
+
+@asynccontextmanager
+async def console_page(app: web.Application, *, height: int) -> AsyncIterator[tuple[Any, list[str]]]:
+    """The app on a real local port and /console open in headless Chromium, logged in as 张三.
+
+    Yields the page and the list its JavaScript errors are collected into.
+    """
+    pw_api = _require_browser()
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    errors: list[str] = []
+    try:
+        async with pw_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1440, "height": height})
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                await page.goto(str(server.make_url("/console")))
+                await page.wait_for_selector("#conn.conn-ok", timeout=20_000)
+                await page.fill("#user", "张三")
+                await page.press("#user", "Enter")
+                yield page, errors
+            finally:
+                await browser.close()
+    finally:
+        await server.close()
+
+
+@pytest.mark.browser
+async def test_console_page_end_to_end() -> None:
+    _require_browser()
+    app = await console_app(console_settings(), samples=[STEP_ID])
+    async with console_page(app, height=960) as (page, errors):
+        # A failure without an id: the bot asks for it.
+        await page.fill("#input", "@job-doctor 帮我看看这个任务为什么失败")
+        await page.press("#input", "Enter")
+        question = page.locator(".msg-bot.kind-question").first
+        await question.wait_for(timeout=10_000)
+        assert "stepInstanceId" in await question.inner_text()
+        assert await question.locator(".badge").inner_text() == "追问"
+
+        # The sample chip fills the input; sending it brings the report.
+        await page.click(f".chip:has-text('{STEP_ID}')")
+        assert await page.input_value("#input") == f"@job-doctor {STEP_ID}"
+        await page.click("#send")
+        report = page.locator(".msg-bot.kind-report").first
+        await report.wait_for(timeout=15_000)
+        assert REPORT_HEADER in await report.locator(".report-title").inner_text()
+        headings = await report.locator("h3").all_inner_texts()
+        for heading in ("问题概述", "根因分析", "解决方案"):
+            assert heading in headings
+        # log lines: monospaced blocks, their markup shown as text
+        log_line = await report.locator("pre.code").first.inner_text()
+        assert "<script>window.__pwned=1</script> **not bold**" in log_line
+        assert await report.locator("a[href^='javascript']").count() == 0
+
+        # A message with markup is shown as text and runs nothing.
+        hostile = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2> 这是什么"
+        await page.fill("#input", hostile)
+        await page.press("#input", "Enter")
+        echo = page.locator(".messages .msg-user:not(.pending)").filter(has_text="window.__pwned")
+        await echo.first.wait_for(timeout=10_000)
+        assert hostile in await echo.first.inner_text()
+        assert await page.evaluate("typeof window.__pwned") == "undefined"
+        assert await page.locator("#messages script, #messages img").count() == 0
+
+        # The recent-analyses panel picks the analysis up.
+        card = page.locator(".recent-list .card").first
+        await card.wait_for(timeout=10_000)
+        assert "执行" in await card.inner_text()
+        await card.locator("summary").click()
+        assert await card.locator(".tl").count() == 2
+
+        await page.locator("#scroller").evaluate("el => { el.scrollTop = 0; }")
+        shot_dir = REPO / "test-artifacts"
+        shot_dir.mkdir(exist_ok=True)
+        await page.screenshot(path=str(shot_dir / "console-markup.png"))
+        assert errors == []
+
+
+@pytest.mark.browser
+async def test_demo_console_with_the_real_pipeline() -> None:
+    """`job-doctor demo` as a user sees it: sandbox BkLog/BK-JOB/GSE, real pipeline, console."""
+    _require_browser()
+    from bot.app.services import AppOptions
+    from bot.app.web import create_app
+    from bot.core.settings import Settings
+    from bot.devtools.demo import demo_settings, start_sandbox
+
+    box = await start_sandbox()
+    try:
+        settings = demo_settings(Settings(http={"host": "127.0.0.1"}), box)
+        app = await create_app(settings, options=AppOptions(mode="demo", samples=box.samples))
+        step = next(s["id"] for s in box.samples if s["label"] == "agent_offline_117")
+        async with console_page(app, height=1000) as (page, errors):
+            await page.fill("#input", "@job-doctor 帮我看看这个任务为什么失败")
+            await page.press("#input", "Enter")
+            await page.locator(".msg-bot.kind-question").first.wait_for(timeout=15_000)
+            await page.fill("#input", str(step))  # the follow-up needs no @
+            await page.press("#input", "Enter")
+            report = page.locator(".msg-bot.kind-report").first
+            await report.wait_for(timeout=30_000)
+            title = await report.locator(".report-title").inner_text()
+            assert f"【job-doctor 诊断报告】stepInstanceId={step}" in title
+            headings = await report.locator("h3").all_inner_texts()
+            for heading in ("问题概述", "根因分析", "解决方案", "预防措施"):
+                assert heading in headings
+            body = await report.inner_text()
+            assert "errorCode=117" in body  # the decisive line, quoted from the sandbox BkLog
+            card = page.locator(".recent-list .card").first
+            await card.wait_for(timeout=15_000)
+            assert "分析耗时" in await card.inner_text()
+            await page.locator(".recent-list .card summary").first.click()
+            await page.wait_for_timeout(300)
+            await report.evaluate("el => el.scrollIntoView({block: 'start'})")
+            shot_dir = REPO / "test-artifacts"
+            shot_dir.mkdir(exist_ok=True)
+            shot = shot_dir / "console.png"
+            await page.screenshot(path=str(shot))
+            if os.environ.get("JOB_DOCTOR_TEST_SCREENSHOT") == "1":
+                shutil.copyfile(shot, REPO / "docs" / "console.png")  # the README's picture
+            assert errors == []
+    finally:
+        await box.close()

@@ -1,0 +1,43 @@
+"""Send failures: retried without duplicates; a lost answer is checked against WorkTool's history."""
+
+from __future__ import annotations
+
+from tests.integration.conversation.conftest import MakeRig
+from tests.integration.conversation.harness import GROUP, HEADER
+
+STEP = 20031290017  # corpus scenario script_exit_code_1
+
+
+async def test_server_errors_are_retried_and_one_copy_is_delivered(
+    make_rig: MakeRig, backend: tuple[str, str]
+) -> None:
+    rig = await make_rig(backend)
+    rig.fake.fail_next(2, status=500)
+    await rig.say("帮助")
+    (msg,) = await rig.wait_count(1, timeout=8)
+    assert msg[0] == GROUP and msg[1].startswith("我是 job-doctor")
+    assert await rig.quiet(0.5) == [msg]
+    assert len(rig.fake.request_times) == 3  # two refused, one accepted
+
+
+async def test_lost_answer_is_checked_in_history_and_not_sent_again(
+    make_rig: MakeRig, backend: tuple[str, str]
+) -> None:
+    rig = await make_rig(backend, worktool={"timeout_s": 0.5})
+    rig.fake.hang_next(1, seconds=30)  # the report's first part is queued, its answer never comes
+    await rig.say(f"帮忙看下 {STEP}")
+    (report,) = await rig.wait_reports(1, timeout=10)
+    assert report[0][1].startswith(f"{HEADER}stepInstanceId={STEP}")
+    assert await rig.quiet(0.5) == report  # every part exactly once
+    assert len(rig.fake.send_bodies) == len(report)
+
+
+async def test_unreadable_history_means_send_again(make_rig: MakeRig, backend: tuple[str, str]) -> None:
+    """DESIGN: when the history cannot be read, a rare duplicate beats a lost message."""
+    rig = await make_rig(backend, worktool={"timeout_s": 0.5})
+    rig.fake.hang_next(1, seconds=30)
+    rig.fake.fail_history_next(1)
+    await rig.say("帮助")
+    msgs = await rig.wait_count(2, timeout=10)
+    assert msgs[0] == msgs[1] and msgs[0][1].startswith("我是 job-doctor")
+    assert await rig.quiet(0.5) == msgs

@@ -251,7 +251,7 @@ async def run_bot(settings: Settings, jobs: list[AnalysisJob]) -> dict[str, Any]
 
 async def run_baseline(settings: Settings, jobs: list[AnalysisJob], concurrency: int) -> float:
     gate = asyncio.Semaphore(concurrency)
-    async with build_services(settings) as services:
+    async with build_services(settings, options=AppOptions(mode="cli")) as services:
 
         async def one(job: AnalysisJob) -> None:
             async with gate:

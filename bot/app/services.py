@@ -71,7 +71,8 @@ Analyze = Callable[[AnalysisJob], Awaitable[DiagnosisReport]]
 class AppOptions:
     """What a caller may change about the services besides the settings (tools and tests)."""
 
-    mode: str = "serve"  # "serve" | "demo": decides the console's protection
+    # "serve" | "demo" (decides the console's protection) | "cli" (a one-off command: no console)
+    mode: str = "serve"
     host: str | None = None  # the listen address, when it does not come from the settings
     analyze: Analyze | None = None  # replaces the analysis of a job (stub reports)
     extra_channels: Sequence[Channel] = ()  # outbound channels that have no settings (benchmarks)
@@ -283,7 +284,11 @@ async def build_services(
             channels.add(channel)
             endpoints.extend(aibot_endpoints)
         console: ConsoleWeb | None = None
-        access = console_access(settings, mode=opts.mode, host=listen_host(settings, opts.mode, opts.host))
+        access = None
+        if opts.mode != "cli":
+            access = console_access(
+                settings, mode=opts.mode, host=listen_host(settings, opts.mode, opts.host)
+            )
         if access is not None:
             hub = ConsoleChannel(history=opts.console_history)
             console = ConsoleWeb(

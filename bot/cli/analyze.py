@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from bot.app.services import build_services
+from bot.app.services import AppOptions, build_services
 from bot.cli.common import EXIT_OK, EXIT_USAGE, fail
 from bot.core.redact import Redactor
 from bot.core.settings import Settings
@@ -70,7 +70,7 @@ async def run(settings: Settings, redactor: Redactor, args: argparse.Namespace) 
     if isinstance(request, str):
         fail("analyze", request)
         return EXIT_USAGE
-    async with build_services(settings, redactor=redactor) as services:
+    async with build_services(settings, options=AppOptions(mode="cli"), redactor=redactor) as services:
         try:
             report = await services.analyzer.analyze(request)
         except BkLogAuthError as exc:

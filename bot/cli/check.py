@@ -8,7 +8,7 @@ from bot.core.settings import Settings
 
 
 async def run(settings: Settings) -> int:
-    async with build_services(settings, options=AppOptions(probe_timeout_s=8.0)) as services:
+    async with build_services(settings, options=AppOptions(mode="cli", probe_timeout_s=8.0)) as services:
         results = await services.health.run(fresh=True)
     width = max(len("settings"), *(len(r.name) for r in results))
     print(f"{'settings'.ljust(width)}  OK    loaded and valid")

@@ -57,7 +57,7 @@ async def run(
     tz = ZoneInfo(cfg.time_zone)
     moment = (now or datetime.now(tz)).astimezone(tz)
     window = DigestWindow.before(moment)
-    options = AppOptions(digest_bklog_queries_per_s=bklog_queries_per_s)
+    options = AppOptions(mode="cli", digest_bklog_queries_per_s=bklog_queries_per_s)
     async with build_services(settings, options=options) as services:
         builder, poster = services.digest_builder, services.digest_poster
         assert builder is not None and poster is not None  # BK-JOB is configured (checked above)

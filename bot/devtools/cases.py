@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.app.services import build_services
+from bot.app.services import AppOptions, build_services
 from bot.core.settings import Settings
 from bot.devtools.scenarios import write_scenario
 
 
 async def export_disputed(settings: Settings, target: Path) -> list[Path]:
     written: list[Path] = []
-    async with build_services(settings) as services:
+    async with build_services(settings, options=AppOptions(mode="cli")) as services:
         reports = services.reports
         for key in await reports.disputed():
             stored = await reports.get(key)

@@ -101,7 +101,9 @@ async def run_scenario(sc: Scenario, session: aiohttp.ClientSession) -> Scenario
             request_id=exp.start_request_id,
             use_model=False,
         )
-        async with build_services(settings, http=session, options=AppOptions(clock=lambda: now)) as services:
+        async with build_services(
+            settings, http=session, options=AppOptions(mode="cli", clock=lambda: now)
+        ) as services:
             report = await services.analyzer.analyze(req)
         return check(sc, report)
     except Exception as exc:  # one broken scenario must not hide the others

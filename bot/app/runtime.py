@@ -45,7 +45,8 @@ class Background:
             max_attempts=cfg.worker.max_attempts,
             timeout_s=cfg.llm.deadline_s + 120,
         )
-        self._loops: list[asyncio.Task[Any]] = []
+        self._loops: list[asyncio.Task[Any]] = []  # the engine's own loops
+        self._channel_loops: list[asyncio.Task[Any]] = []
 
     async def handle(self, msg: IncomingMessage) -> object:
         with message_context(msg):
@@ -59,8 +60,12 @@ class Background:
             ("job-worker", self.worker.run()),
             ("queue-gauge", queue_gauge(s)),
         ]
-        daemons += [(f"channel-loop-{i}", loop()) for i, e in enumerate(s.endpoints) for loop in e.loops()]
         self._loops = [s.tasks.spawn(coro, name=name, daemon=True) for name, coro in daemons]
+        self._channel_loops = [
+            s.tasks.spawn(loop(), name=f"channel-loop-{i}", daemon=True)
+            for i, endpoint in enumerate(s.endpoints)
+            for loop in endpoint.loops()
+        ]
         if s.digest_scheduler is not None:
             s.digest_scheduler.start(self._spawn_work)
 
@@ -80,6 +85,10 @@ class Background:
         await asyncio.gather(*self._loops, return_exceptions=True)
         grace = s.settings.http.shutdown_grace_s
         await asyncio.gather(self.consumer.stop(grace), self.worker.stop(grace))
+        # Channel loops last: a reply finished within the grace period still goes out (WebSocket).
+        for loop in self._channel_loops:
+            loop.cancel()
+        await asyncio.gather(*self._channel_loops, return_exceptions=True)
 
 
 async def wait_for_redis(services: Services) -> None:

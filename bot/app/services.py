@@ -218,33 +218,10 @@ async def build_services(
             build_gse(settings, session),
         )
         templates, catalog = load_query_templates(), load_catalog()
-        budget: TokenBudget | None = None
-        model_step: ModelStep | None = None
-        question_model: QuestionModel | None = None
-        summarize: Summarize | None = None
-        if settings.llm.enabled:
-            llm = LlmClient.from_settings(settings.llm, observer=metrics_observer(metrics))
-            prompts = PromptLibrary()
-            budget = TokenBudget(
-                store.redis,
-                prefix=store.prefix,  # keys: <prefix>llm:tokens:<day>[:chat:<chat>]
-                daily_limit=settings.llm.daily_token_budget,
-                chat_daily_limit=settings.llm.group_daily_token_budget,
-                time_zone=settings.digest.time_zone,
-            )
-            # The model's read-only tools use the analyzer's own clients.
-            model_step = make_model_step(
-                settings,
-                llm,
-                prompts=prompts,
-                scrubber=scrubber,
-                bklog=bklog,
-                gse=gse,
-                metrics=metrics,
-                budget=budget,
-            )
-            question_model = QuestionModel(llm, prompts, scrubber, settings.llm.timeout_s, budget)
-            summarize = model_summarizer(llm, prompts, scrubber, deadline_s=settings.llm.timeout_s)
+        model = (
+            _model(settings, store, metrics, scrubber, bklog=bklog, gse=gse) if settings.llm.enabled else None
+        )
+        llm = model.llm if model else None
         analyzer = Analyzer(
             settings,
             bklog=bklog,
@@ -253,7 +230,7 @@ async def build_services(
             bkjob=bkjob,
             gse=gse,
             metrics=metrics,
-            model_step=model_step,
+            model_step=model.step if model else None,
             clock=opts.clock,
         )
         analyze: Analyze = opts.analyze or JobAnalyzer(analyzer, scrubber)
@@ -268,41 +245,7 @@ async def build_services(
         delivery = Delivery(channels, outbox, metrics, redactor=redactor)
         ingress = Ingress(inbox, metrics)
 
-        # ---- channels: each is on when its settings are there
-        endpoints: list[Endpoint] = []
-        if settings.worktool.robot_id:
-            # Sending needs only the robot (the digest posts with it); the callback needs its token too.
-            worktool = WorkToolChannel(settings, build_worktool_sender(settings, session), ingress)
-            channels.add(worktool)
-            if settings.worktool.enabled:
-                endpoints.append(worktool)
-        aibot = settings.wecom_aibot
-        if aibot.http_enabled or aibot.ws_enabled:
-            channel, aibot_endpoints = build_wecom_aibot(
-                aibot, store=store, http=session, ingress=ingress, options=opts.aibot
-            )
-            channels.add(channel)
-            endpoints.extend(aibot_endpoints)
-        console: ConsoleWeb | None = None
-        access = None
-        if opts.mode != "cli":
-            access = console_access(
-                settings, mode=opts.mode, host=listen_host(settings, opts.mode, opts.host)
-            )
-        if access is not None:
-            hub = ConsoleChannel(history=opts.console_history)
-            console = ConsoleWeb(
-                hub,
-                access=access,
-                ingress=ingress,
-                reports=reports,
-                dedup_window_s=settings.chat.dedup_window_s,
-                samples=opts.samples,
-            )
-            channels.add(hub)
-            endpoints.append(console)
-        for extra in opts.extra_channels:
-            channels.add(extra)
+        endpoints, console = _channels(settings, opts, channels, session, store, ingress, reports)
 
         # ---- the conversation
         replies = ReportReplies(reports, delivery)
@@ -314,7 +257,7 @@ async def build_services(
             reports=reports,
             metrics=metrics,
             tasks=tasks,
-            answers=Answers(question_model),
+            answers=Answers(model.answer if model else None),
             replies=replies,
             locator=StepLocator(bkjob, failed_statuses=settings.digest.failed_statuses) if bkjob else None,
         )
@@ -333,7 +276,7 @@ async def build_services(
             bkjob=bkjob,
             gse=gse,
             llm=llm,
-            budget=budget,
+            budget=model.budget if model else None,
             analyzer=analyzer,
             analyze=analyze,
             inbox=inbox,
@@ -351,7 +294,12 @@ async def build_services(
         )
         if bkjob is not None:
             _add_digest(
-                services, bkjob, templates=templates, catalog=catalog, summarize=summarize, options=opts
+                services,
+                bkjob,
+                templates=templates,
+                catalog=catalog,
+                summarize=model.summarize if model else None,
+                options=opts,
             )
         yield services
     finally:
@@ -360,6 +308,99 @@ async def build_services(
         await store.close()
         if own_http:
             await session.close()
+
+
+@dataclass(frozen=True)
+class _Model:
+    """The model's parts: one client, one budget, used by the diagnosis, the Q&A and the digest."""
+
+    llm: LlmClient
+    budget: TokenBudget
+    step: ModelStep
+    answer: QuestionModel
+    summarize: Summarize
+
+
+def _model(
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    scrubber: Scrubber,
+    *,
+    bklog: BkLogClient | None,
+    gse: GseClient | None,
+) -> _Model:
+    llm = LlmClient.from_settings(settings.llm, observer=metrics_observer(metrics))
+    prompts = PromptLibrary()
+    budget = TokenBudget(
+        store.redis,
+        prefix=store.prefix,  # keys: <prefix>llm:tokens:<day>[:chat:<chat>]
+        daily_limit=settings.llm.daily_token_budget,
+        chat_daily_limit=settings.llm.group_daily_token_budget,
+        time_zone=settings.digest.time_zone,
+    )
+    # The model's read-only tools use the analyzer's own clients.
+    step = make_model_step(
+        settings,
+        llm,
+        prompts=prompts,
+        scrubber=scrubber,
+        bklog=bklog,
+        gse=gse,
+        metrics=metrics,
+        budget=budget,
+    )
+    return _Model(
+        llm=llm,
+        budget=budget,
+        step=step,
+        answer=QuestionModel(llm, prompts, scrubber, settings.llm.timeout_s, budget),
+        summarize=model_summarizer(llm, prompts, scrubber, deadline_s=settings.llm.timeout_s),
+    )
+
+
+def _channels(
+    settings: Settings,
+    opts: AppOptions,
+    channels: ChannelRegistry,
+    session: aiohttp.ClientSession,
+    store: Store,
+    ingress: Ingress,
+    reports: ReportStore,
+) -> tuple[list[Endpoint], ConsoleWeb | None]:
+    """Every channel whose settings are there: its sending side in `channels`, its inbound side returned."""
+    endpoints: list[Endpoint] = []
+    if settings.worktool.robot_id:
+        # Sending needs only the robot (the digest posts with it); the callback needs its token too.
+        worktool = WorkToolChannel(settings, build_worktool_sender(settings, session), ingress)
+        channels.add(worktool)
+        if settings.worktool.enabled:
+            endpoints.append(worktool)
+    aibot = settings.wecom_aibot
+    if aibot.http_enabled or aibot.ws_enabled:
+        channel, aibot_endpoints = build_wecom_aibot(
+            aibot, store=store, http=session, ingress=ingress, options=opts.aibot
+        )
+        channels.add(channel)
+        endpoints.extend(aibot_endpoints)
+    console: ConsoleWeb | None = None
+    if opts.mode != "cli":
+        access = console_access(settings, mode=opts.mode, host=listen_host(settings, opts.mode, opts.host))
+        if access is not None:
+            hub = ConsoleChannel(history=opts.console_history)
+            console = ConsoleWeb(
+                hub,
+                access=access,
+                ingress=ingress,
+                reports=reports,
+                dedup_window_s=settings.chat.dedup_window_s,
+                samples=opts.samples,
+            )
+            channels.add(hub)
+            endpoints.append(console)
+    for extra in opts.extra_channels:
+        channels.add(extra)
+    return endpoints, console
 
 
 def _add_digest(

@@ -208,7 +208,9 @@ async def run_ours(sc: Scenario, session: aiohttp.ClientSession, model_s: float,
             llm={"base_url": llm_url, "api_key": API_KEY, "model": "m", "timeout_s": 10, "deadline_s": 30},
         )
         now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
-        async with build_services(settings, http=session, options=AppOptions(mode="cli", clock=lambda: now)) as services:
+        async with build_services(
+            settings, http=session, options=AppOptions(mode="cli", clock=lambda: now)
+        ) as services:
             analyzer = services.analyzer
             exp = sc.expected
             req = AnalysisRequest(

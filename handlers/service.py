@@ -143,7 +143,9 @@ class ConversationService:
         if self.locator is None or ref.task_instance_id is None or ref.bk_scope_id is None:
             return None
         try:
-            step = await self.locator.single_failed_step(ref.bk_scope_id, ref.task_instance_id)
+            step = await self.locator.single_failed_step(
+                ref.bk_scope_type or "biz", ref.bk_scope_id, ref.task_instance_id
+            )
         except Exception as exc:  # BK-JOB trouble must not break the conversation
             log.warning("resolve_task_failed", error=type(exc).__name__)
             return None

@@ -85,4 +85,4 @@ def describe_error(exc: BaseException) -> str:
     """A one-line, secret-free description of a failure for /readyz and `check`."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
-    return f"{name}: {text[:200]}" if text else name
+    return f"{name}: {text[:400]}" if text else name

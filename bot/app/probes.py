@@ -1,49 +1,29 @@
 """Reachability probes for every configured dependency (used by /readyz and `job-doctor check`).
 
 A probe returns a short detail when the dependency answers as expected and raises with a
-one-line reason otherwise. Probes never include credentials in what they return.
+one-line reason otherwise. The BlueKing probes are the clients' own `probe()` (one call, no
+retries), so a probe judges exactly what an analysis will meet. Probes never include credentials
+in what they return.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from bot.app.health import Health, Probe
-from bot.clients.gateway import ApiCredentials, ApiError, Envelope, auth_headers, classify
-from bot.core.settings import Credentials, Settings
+from bot.clients.bkjob import BkJobClient
+from bot.clients.bklog import BkLogClient
+from bot.clients.gateway import GatewayError
+from bot.clients.gse import GseClient
+from bot.core.settings import Settings
 from bot.core.store import Store
 
 
 class ProbeFailed(Exception):
     pass
-
-
-async def _gateway_call(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    *,
-    service: str,
-    creds: Credentials,
-    tenant_id: str,
-    **request: Any,
-) -> Envelope | ApiError:
-    """One gateway request, judged by the clients' own envelope rules.
-
-    Returns the envelope, or the API-level error (the dependency answered and authenticated us);
-    raises ProbeFailed for auth/permission errors, rate limits, 5xx and non-JSON answers.
-    """
-    headers = auth_headers(ApiCredentials.coerce(creds), tenant_id)
-    async with session.request(method, url, headers=headers, **request) as resp:
-        body = await resp.text(errors="replace")
-        outcome = classify(service=service, status=resp.status, body=body, headers=resp.headers)
-    if isinstance(outcome, Envelope | ApiError):
-        return outcome
-    if outcome.code is not None:
-        raise ProbeFailed(f"gateway error {outcome.code}: {outcome.message[:120]}")
-    raise ProbeFailed(outcome.message[:160])
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -56,6 +36,11 @@ async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     return body
 
 
+def _failed(err: GatewayError) -> ProbeFailed:
+    code = f"error {err.code}" if err.code is not None else f"HTTP {err.http_status}"
+    return ProbeFailed(f"{code}: {err.message}")
+
+
 def redis_probe(store: Store) -> Probe:
     async def probe() -> str:
         ms = await store.ping()
@@ -64,79 +49,33 @@ def redis_probe(store: Store) -> Probe:
     return probe
 
 
-def bklog_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
-    cfg = settings.bklog
-
+def bklog_probe(client: BkLogClient) -> Probe:
     async def probe() -> str:
-        body = {
-            "index_set_id": cfg.index_set_id,
-            "time_range": "5m",
-            "time_zone": cfg.time_zone,
-            "query_string": "*",
-            "start": 0,
-            "size": 1,
-        }
-        url = str(cfg.base_url).rstrip("/") + "/esquery_search/"
-        got = await _gateway_call(
-            session,
-            "POST",
-            url,
-            service="BkLog",
-            creds=settings.credentials_for(cfg),
-            tenant_id=settings.bk.tenant_id,
-            json=body,
-        )
-        if isinstance(got, ApiError):
-            raise ProbeFailed(f"BkLog error {got.code}: {got.message[:120]}")
-        return f"index set {cfg.index_set_id} searchable"
+        try:
+            await client.probe(datetime.now(UTC))
+        except GatewayError as err:
+            raise _failed(err) from None
+        return f"index set {client.index_set_id} searchable"
 
     return probe
 
 
-def bkjob_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
-    cfg = settings.bkjob
-
+def bkjob_probe(client: BkJobClient) -> Probe:
     async def probe() -> str:
-        # An instance that cannot exist: any BK-JOB answer proves reachability and gateway auth.
-        url = str(cfg.base_url).rstrip("/") + "/api/v3/get_job_instance_status"
-        params = {"bk_scope_type": "biz", "bk_scope_id": "0", "job_instance_id": "0"}
-        await _gateway_call(
-            session,
-            "GET",
-            url,
-            service="BK-JOB",
-            creds=settings.credentials_for(cfg),
-            tenant_id=settings.bk.tenant_id,
-            params=params,
-        )
-        return "API gateway answers"
+        try:
+            return await client.probe()
+        except GatewayError as err:
+            raise _failed(err) from None
 
     return probe
 
 
-def gse_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
-    cfg = settings.gse
-
+def gse_probe(client: GseClient) -> Probe:
     async def probe() -> str:
-        base = str(cfg.base_url).rstrip("/")
-        body: dict[str, Any]
-        if cfg.api_version == "v2":
-            url, body = base + "/api/v2/cluster/list_agent_state", {"agent_id_list": []}
-        else:
-            url, body = (
-                base + "/api/c/compapi/v2/gse/get_agent_status/",
-                {"bk_supplier_account": "0", "hosts": []},
-            )
-        await _gateway_call(
-            session,
-            "POST",
-            url,
-            service="GSE",
-            creds=settings.credentials_for(cfg),
-            tenant_id=settings.bk.tenant_id,
-            json=body,
-        )
-        return f"GSE {cfg.api_version} answers"
+        try:
+            return await client.probe()
+        except GatewayError as err:
+            raise _failed(err) from None
 
     return probe
 
@@ -175,15 +114,24 @@ def worktool_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
     return probe
 
 
-def register_probes(health: Health, settings: Settings, store: Store, session: aiohttp.ClientSession) -> None:
+def register_probes(
+    health: Health,
+    settings: Settings,
+    store: Store,
+    session: aiohttp.ClientSession,
+    *,
+    bklog: BkLogClient | None,
+    bkjob: BkJobClient | None,
+    gse: GseClient | None,
+) -> None:
     """Register a probe for the store and for every dependency that is configured."""
     health.add("redis", redis_probe(store), required=True)
-    if settings.bklog.base_url is not None:
-        health.add("bklog", bklog_probe(settings, session))
-    if settings.bkjob.base_url is not None:
-        health.add("bkjob", bkjob_probe(settings, session))
-    if settings.gse.base_url is not None:
-        health.add("gse", gse_probe(settings, session))
+    if bklog is not None:
+        health.add("bklog", bklog_probe(bklog))
+    if bkjob is not None:
+        health.add("bkjob", bkjob_probe(bkjob))
+    if gse is not None:
+        health.add("gse", gse_probe(gse))
     if settings.llm.enabled:
         health.add("llm", llm_probe(settings, session))
     if settings.worktool.enabled:

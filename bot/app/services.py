@@ -30,12 +30,12 @@ from bot.channels.wecom.aibot import AibotOptions
 from bot.channels.worktool.channel import WorkToolChannel
 from bot.channels.worktool.sender import WorkToolSender
 from bot.clients.bkjob import BkJobClient
-from bot.clients.bklog import BkLogClient, QueryTemplates, load_query_templates
+from bot.clients.bklog import BkLogClient, LogLayout, QueryTemplates, load_query_templates
 from bot.clients.gse import GseClient
 from bot.core.metrics import Metrics
 from bot.core.models import AnalysisJob, DiagnosisReport
 from bot.core.redact import Redactor
-from bot.core.settings import Settings
+from bot.core.settings import ConfigError, Settings
 from bot.core.store import Store, open_store
 from bot.core.tasks import TaskTracker
 from bot.delivery.outbox import Outbox
@@ -128,6 +128,20 @@ def listen_host(settings: Settings, mode: str, host: str | None = None) -> str:
     return host or settings.http.host or ("127.0.0.1" if mode == "demo" else "0.0.0.0")
 
 
+def log_layout(settings: Settings) -> LogLayout:
+    return LogLayout(log_field=settings.bklog.log_field, trace_field=settings.bklog.trace_field)
+
+
+def query_templates(settings: Settings) -> QueryTemplates:
+    """The collector's BkLog queries: packaged, with the operator's file laid over them."""
+    try:
+        return load_query_templates(
+            overrides=settings.bklog.queries_file or None, layout=log_layout(settings)
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting JOB_DOCTOR_BKLOG__QUERIES_FILE: {exc}") from None
+
+
 def build_bklog(settings: Settings, session: aiohttp.ClientSession) -> BkLogClient | None:
     cfg = settings.bklog
     if cfg.base_url is None or cfg.index_set_id is None:
@@ -144,6 +158,7 @@ def build_bklog(settings: Settings, session: aiohttp.ClientSession) -> BkLogClie
         page_size=cfg.page_size,
         max_pages=cfg.max_pages,
         response_shape=cfg.response_shape,
+        layout=log_layout(settings),
     )
 
 
@@ -158,6 +173,7 @@ def build_bkjob(settings: Settings, session: aiohttp.ClientSession) -> BkJobClie
         tenant_id=settings.bk.tenant_id,
         timeout_s=cfg.timeout_s,
         retries=cfg.retries,
+        system_api=cfg.use_system_api,
     )
 
 
@@ -208,8 +224,6 @@ async def build_services(
         redactor = redactor or Redactor(settings.secret_values())
         scrubber = Scrubber(settings.secret_values())
         metrics, tasks = Metrics(), TaskTracker()
-        health = Health(probe_timeout_s=opts.probe_timeout_s)
-        register_probes(health, settings, store, session)
 
         # ---- BlueKing clients, the model, the analysis pipeline
         bklog, bkjob, gse = (
@@ -217,7 +231,9 @@ async def build_services(
             build_bkjob(settings, session),
             build_gse(settings, session),
         )
-        templates, catalog = load_query_templates(), load_catalog()
+        health = Health(probe_timeout_s=opts.probe_timeout_s)
+        register_probes(health, settings, store, session, bklog=bklog, bkjob=bkjob, gse=gse)
+        templates, catalog = query_templates(settings), load_catalog()
         model = (
             _model(settings, store, metrics, scrubber, bklog=bklog, gse=gse) if settings.llm.enabled else None
         )

@@ -12,7 +12,7 @@ from bot.cli.common import EXIT_OK, EXIT_USAGE, fail
 from bot.core.redact import Redactor
 from bot.core.settings import Settings
 from bot.delivery.render import render_text
-from bot.diagnosis.pipeline import AnalysisRequest, BkLogAuthError
+from bot.diagnosis.pipeline import AnalysisRequest, BkLogConfigError
 
 
 def parse_when(value: str | None, tz: str) -> datetime | None:
@@ -61,7 +61,7 @@ def request_of(settings: Settings, args: argparse.Namespace) -> AnalysisRequest 
         since=since,
         until=until,
         use_model=settings.llm.enabled and not args.no_llm,
-        raise_on_auth_error=True,
+        raise_on_config_error=True,
     )
 
 
@@ -73,7 +73,7 @@ async def run(settings: Settings, redactor: Redactor, args: argparse.Namespace) 
     async with build_services(settings, options=AppOptions(mode="cli"), redactor=redactor) as services:
         try:
             report = await services.analyzer.analyze(request)
-        except BkLogAuthError as exc:
+        except BkLogConfigError as exc:
             fail("analyze", redactor(str(exc)))
             return EXIT_USAGE
     if args.json:

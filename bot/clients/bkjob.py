@@ -11,19 +11,45 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.clients.gateway import ApiCredentials, ApiError, Envelope, GatewayTransport, UpstreamError
+from bot.clients.gateway import (
+    ApiCredentials,
+    ApiError,
+    Envelope,
+    GatewayAuthError,
+    GatewayTransport,
+    UpstreamError,
+)
+
+log = structlog.get_logger(__name__)
 
 INSTANCE_NOT_FOUND_CODES = frozenset({1244006, 1244007})  # 作业实例不存在 / 作业步骤实例不存在
 MAX_LIST_SPAN = timedelta(days=30)
 LIST_PAGE_MAX = 1000
+# Servers with `startLimitEnabled` refuse a list `start` beyond this (1241010,
+# EsbGetJobInstanceListV3ResourceImpl.checkRequest): bigger windows are read in time slices.
+LIST_START_LIMIT = 1000
+START_LIMIT_CODE = 1241010
 
 
 class InstanceNotFound(ApiError):
     """The job or step instance does not exist (1244006 / 1244007)."""
 
     kind_zh = "作业实例不存在"
+
+
+class UserNotVerified(GatewayAuthError):
+    """The gateway refused `bk_username` alone: BK-JOB's public APIs need a verified user (1640001)."""
+
+    kind_zh = "网关要求已认证的用户"
+
+
+USER_NOT_VERIFIED_HINT = (
+    "BK-JOB needs a verified user: exempt app {app} from user verification (bk-job gateway), "
+    "or JOB_DOCTOR_BKJOB__USE_SYSTEM_API=true with the system APIs granted, or JOB_DOCTOR_BK__ACCESS_TOKEN"
+)
 
 
 # --------------------------------------------------------------------------- models
@@ -317,8 +343,10 @@ class BkJobClient:
         timeout_s: float = 10.0,
         retries: int = 2,
         backoff_base_s: float = 0.5,
+        system_api: bool = False,
     ) -> None:
         self._base = str(base_url).rstrip("/")
+        self.system_api = system_api
         self._gw = GatewayTransport(
             session,
             service="BK-JOB",
@@ -330,15 +358,34 @@ class BkJobClient:
         )
 
     def _url(self, api: str) -> str:
-        return f"{self._base}/api/v3/{api}"
+        # The system twins are app-only: no verified user, but the app must be granted them.
+        return f"{self._base}/api/v3/system/{api}" if self.system_api else f"{self._base}/api/v3/{api}"
 
     async def _call(
-        self, method: str, api: str, *, params: Mapping[str, Any] | None = None, body: Any = None
+        self,
+        method: str,
+        api: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        retries: int | None = None,
     ) -> Envelope:
         try:
             if method == "GET":
-                return await self._gw.call("GET", self._url(api), params=params, api=api)
-            return await self._gw.call("POST", self._url(api), json_body=body, api=api)
+                return await self._gw.call("GET", self._url(api), params=params, api=api, retries=retries)
+            return await self._gw.call("POST", self._url(api), json_body=body, api=api, retries=retries)
+        except GatewayAuthError as err:
+            if err.code == 1640001 and "not verified" in err.message:
+                hint = USER_NOT_VERIFIED_HINT.format(app=self._gw.credentials.app_code or "(unset)")
+                log.warning("bkjob_user_not_verified", detail=err.message)
+                raise UserNotVerified(
+                    hint,
+                    service=err.service,
+                    code=err.code,
+                    http_status=err.http_status,
+                    request_id=err.request_id,
+                ) from None
+            raise
         except ApiError as err:
             if err.code in INSTANCE_NOT_FOUND_CODES:
                 raise InstanceNotFound(
@@ -349,6 +396,16 @@ class BkJobClient:
                     request_id=err.request_id,
                 ) from None
             raise
+
+    async def probe(self) -> str:
+        """Ask for an instance that cannot exist, once: any BK-JOB answer proves the gateway, the
+        credentials and the resource grant; only those failures raise."""
+        params = {"bk_scope_type": "biz", "bk_scope_id": "0", "job_instance_id": "0"}
+        try:
+            await self._call("GET", "get_job_instance_status", params=params, retries=0)
+        except ApiError:
+            pass  # BK-JOB itself answered (e.g. 作业实例不存在)
+        return "system APIs answer" if self.system_api else "API gateway answers"
 
     @staticmethod
     def _data(env: Envelope, api: str) -> Mapping[str, Any]:
@@ -443,37 +500,85 @@ class BkJobClient:
     ) -> list[JobInstanceSummary]:
         """Every job instance created in the window (one `status` per call), all pages read.
 
-        The API refuses windows over 30 days (1241002), so that is checked here first.
+        The API refuses windows over 30 days (1241002), so that is checked here first. A window
+        with more rows than paging can reach under the server's `start` limit is split in time
+        (both bounds are inclusive milliseconds) until every slice fits; rows already read are
+        kept, duplicates dropped.
         `filters`: other documented params (`name`, `operator`, `launch_mode`, `type`, `ip`, ...).
         """
         if create_time_end <= create_time_start:
             raise ValueError("create_time_end must be after create_time_start")
         if create_time_end - create_time_start > MAX_LIST_SPAN:
             raise ValueError("BK-JOB lists at most 30 days of job instances per query")
-        api = "get_job_instance_list"
         length = max(1, min(page_size, LIST_PAGE_MAX))
         base: dict[str, Any] = dict(filters or {})
-        base.update(
-            bk_scope_type=bk_scope_type,
-            bk_scope_id=bk_scope_id,
-            create_time_start=datetime_to_ms(create_time_start),
-            create_time_end=datetime_to_ms(create_time_end),
-            status=status,
+        base.update(bk_scope_type=bk_scope_type, bk_scope_id=bk_scope_id, status=status)
+        found: dict[int, JobInstanceSummary] = {}
+        await self._list_slice(
+            base,
+            datetime_to_ms(create_time_start),
+            datetime_to_ms(create_time_end),
+            length=length,
+            found=found,
+            max_items=max_items,
         )
-        items: list[JobInstanceSummary] = []
-        start = 0
-        while len(items) < max_items:
-            data = self._data(
-                await self._call("GET", api, params={**base, "start": start, "length": length}), api
-            )
-            rows = [r for r in data.get("data") or [] if isinstance(r, Mapping)]
-            items.extend(JobInstanceSummary.from_api(r) for r in rows)
-            total = _int(data.get("total")) or 0
-            served_start = _int(data.get("start"))
+        return list(found.values())[:max_items]
+
+    async def _list_page(
+        self, base: Mapping[str, Any], t0: int, t1: int, start: int, length: int
+    ) -> tuple[list[JobInstanceSummary], int, int | None]:
+        api = "get_job_instance_list"
+        params = {**base, "create_time_start": t0, "create_time_end": t1, "start": start, "length": length}
+        data = self._data(await self._call("GET", api, params=params), api)
+        rows = [JobInstanceSummary.from_api(r) for r in data.get("data") or [] if isinstance(r, Mapping)]
+        return rows, _int(data.get("total")) or 0, _int(data.get("start"))
+
+    async def _list_slice(
+        self,
+        base: Mapping[str, Any],
+        t0: int,
+        t1: int,
+        *,
+        length: int,
+        found: dict[int, JobInstanceSummary],
+        max_items: int,
+    ) -> None:
+        rows, total, _ = await self._list_page(base, t0, t1, 0, length)
+        found.update((r.job_instance_id, r) for r in rows)
+        if total > LIST_START_LIMIT + length and t1 > t0:
+            await self._list_halves(base, t0, t1, length=length, found=found, max_items=max_items)
+            return
+        start = length
+        while rows and start < total and len(found) < max_items:
+            try:
+                rows, total, served = await self._list_page(base, t0, t1, start, length)
+            except ApiError as err:
+                if err.code != START_LIMIT_CODE or t1 <= t0:
+                    raise
+                # The server's limit is lower than assumed: read the rest of this slice by halves.
+                await self._list_halves(base, t0, t1, length=length, found=found, max_items=max_items)
+                return
+            if served is not None and served != start:
+                # The server capped `start` quietly: the page is not the one asked for.
+                await self._list_halves(base, t0, t1, length=length, found=found, max_items=max_items)
+                return
+            found.update((r.job_instance_id, r) for r in rows)
             start += length
-            if not rows or start >= total or (served_start is not None and served_start != start - length):
-                break  # last page, or the server capped `start` (startLimitEnabled): stop, no dupes
-        return items[:max_items]
+
+    async def _list_halves(
+        self,
+        base: Mapping[str, Any],
+        t0: int,
+        t1: int,
+        *,
+        length: int,
+        found: dict[int, JobInstanceSummary],
+        max_items: int,
+    ) -> None:
+        mid = (t0 + t1) // 2
+        for a, b in ((t0, mid), (mid + 1, t1)):
+            if len(found) < max_items:
+                await self._list_slice(base, a, b, length=length, found=found, max_items=max_items)
 
     async def batch_get_job_instance_ip_log(
         self,

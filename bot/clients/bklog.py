@@ -21,7 +21,15 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import structlog
 
-from bot.clients.gateway import ApiCredentials, ApiError, Envelope, GatewayTransport, UpstreamError
+from bot.clients.gateway import (
+    ApiCredentials,
+    ApiError,
+    Envelope,
+    GatewayAuthError,
+    GatewayConfigError,
+    GatewayTransport,
+    UpstreamError,
+)
 from bot.core.resources import data_file
 
 log = structlog.get_logger(__name__)
@@ -31,17 +39,28 @@ MAX_RESULT_WINDOW = 10000  # ES `max_result_window`: start + size may not go bey
 SORT_ASC: list[list[str]] = [["dtEventTimeStamp", "asc"], ["gseIndex", "asc"], ["iterationIndex", "asc"]]
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-# BkLog codes = "36" + module + error (bk-monitor bklog/apps/exceptions.py):
-# 3623301 IndexSetDoseNotExistException 索引集不存在, 3600965 找不到索引集"{id}"的相关信息,
-# 3632915 请输入索引集ID, 3600964 索引集没有已审批通过的索引信息.
-INDEX_SET_ERROR_CODES = frozenset({3623301, 3600965, 3632915, 3600964})
+# BkLog's own codes come back with HTTP 200, `result: false` and the code as a string: "36" +
+# module + error (bk-monitor bklog/apps/exceptions.py, bklog/apps/log_esquery/exceptions.py):
+# 3623301 索引集不存在, 3600965 找不到索引集"{id}"的相关信息, 3632915 请输入索引集ID,
+# 3624964 索引集没有已审批通过的索引信息 (BaseSearchIndexSetDataDoseNotExists).
+INDEX_SET_ERROR_CODES = frozenset({3623301, 3600965, 3632915, 3624964})
+# IAM denied `search_log` on the index set for the user (bklog/apps/iam/exceptions.py).
+PERMISSION_DENIED_CODE = 9900403
+# BkLog's QoS throttle after Elasticsearch timeouts (bklog/apps/log_esquery/qos.py): retry later.
+THROTTLED_CODE = 3600429
 _MARK = re.compile(r"</?mark>")
 
 
-class IndexSetNotFound(ApiError):
+class IndexSetNotFound(GatewayConfigError):
     """The configured index set id is missing, unknown or has no usable index."""
 
     kind_zh = "索引集不存在或不可用"
+
+
+class SearchPermissionDenied(GatewayAuthError):
+    """The user may not search the index set (IAM `search_log`, BkLog code 9900403)."""
+
+    kind_zh = "没有日志检索权限"
 
 
 # --------------------------------------------------------------------------- query building
@@ -64,8 +83,43 @@ def quote_phrase(value: object, field_name: str = "log") -> str:
     return f'{field_name}: "{escape_phrase(value)}"'
 
 
+_FIELD_NAME = re.compile(r"^[A-Za-z_@][\w.@-]*$")
+FIELD_PLACEHOLDERS = frozenset({"log_field", "trace_field"})
+# The templates the collector runs; a queries file may override them, not drop or misname them.
+REQUIRED_QUERIES = ("step_id", "step_key", "trace_id", "trace_wildcard", "trace_field", "engine_probe")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLayout:
+    """Which document fields hold the engine's log line and, where the collector extracts it, the
+    traceId. Installs that ship JSON logs or another pattern have no `[app,traceId,spanId]` header
+    in the line: the traceId is read from (and searched in) `trace_field` instead."""
+
+    log_field: str = "log"
+    trace_field: str = ""
+
+    def __post_init__(self) -> None:
+        for name in (self.log_field, self.trace_field):
+            if name and not _FIELD_NAME.match(name):
+                raise ValueError(f"{name!r} is not a BkLog field name")
+        if not self.log_field:
+            raise ValueError("the log field must be named")
+
+
 class _QueryFormatter(string.Formatter):
+    def __init__(self, layout: LogLayout) -> None:
+        self.fields = {"log_field": layout.log_field, "trace_field": layout.trace_field}
+
+    def get_value(self, key: int | str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        if key in FIELD_PLACEHOLDERS:
+            if not self.fields[str(key)]:
+                raise ValueError(f"{{{key}}} is used but no such field is configured")
+            return _FieldName(self.fields[str(key)])
+        return super().get_value(key, args, kwargs)
+
     def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, _FieldName):
+            return str(value)  # a field name, validated: never quoted
         if format_spec == "wild":
             text = str(value)
             if not text or any(ch.isspace() for ch in text):
@@ -76,19 +130,26 @@ class _QueryFormatter(string.Formatter):
         return f'"{escape_phrase(value)}"'
 
 
+class _FieldName(str):
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class QueryTemplates:
-    """Named Lucene templates from config/bklog_queries.toml."""
+    """Named Lucene templates from config/bklog_queries.toml (and the operator's queries file)."""
 
     templates: Mapping[str, str]
     filters: Mapping[str, str] = field(default_factory=dict)
+    layout: LogLayout = field(default_factory=LogLayout)
 
     @property
     def names(self) -> list[str]:
         return sorted(self.templates)
 
     def placeholders(self, name: str) -> set[str]:
-        return {f for _, f, _, _ in string.Formatter().parse(self.templates[name]) if f}
+        """The ids template `name` needs (field placeholders come from the layout)."""
+        names = {f for _, f, _, _ in string.Formatter().parse(self.templates[name]) if f}
+        return names - FIELD_PLACEHOLDERS
 
     def render(self, name: str, **ids: object) -> str:
         """Fill template `name`; every id is quoted/escaped, never pasted raw."""
@@ -99,21 +160,44 @@ class QueryTemplates:
         missing = self.placeholders(name) - set(ids)
         if missing:
             raise ValueError(f"query template {name!r} needs {', '.join(sorted(missing))}")
-        return _QueryFormatter().format(template, **ids)
+        return _QueryFormatter(self.layout).format(template, **ids)
 
 
-def load_query_templates(path: str | Path | None = None) -> QueryTemplates:
-    source = Path(path) if path is not None else data_file("config", "bklog_queries.toml")
-    with source.open("rb") as fh:
-        doc = tomllib.load(fh)
+def _read_queries(source: Path) -> tuple[dict[str, str], dict[str, str]]:
+    try:
+        with source.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{source}: cannot read BkLog query templates: {exc}") from None
     queries = doc.get("queries")
     if not isinstance(queries, dict) or not queries:
         raise ValueError(f"{source}: missing [queries] table")
-    templates = {str(k): str(v) for k, v in queries.items()}
-    for name in templates:  # fail at load time, not in the middle of an analysis
-        QueryTemplates(templates).placeholders(name)
     filters = {str(k): str(v) for k, v in (doc.get("filters") or {}).items()}
-    return QueryTemplates(templates=templates, filters=filters)
+    return {str(k): str(v) for k, v in queries.items()}, filters
+
+
+def load_query_templates(
+    path: str | Path | None = None, *, overrides: str | Path | None = None, layout: LogLayout | None = None
+) -> QueryTemplates:
+    """The packaged templates (or `path`), with the templates an operator's `overrides` file names
+    replacing theirs; checked at load time, not in the middle of an analysis."""
+    source = Path(path) if path is not None else data_file("config", "bklog_queries.toml")
+    templates, filters = _read_queries(source)
+    if overrides is not None:
+        extra, extra_filters = _read_queries(Path(overrides))
+        unknown = sorted(set(extra) - set(templates))
+        if unknown:
+            raise ValueError(f"{overrides}: unknown BkLog query templates {', '.join(unknown)}")
+        templates.update(extra)
+        filters.update(extra_filters)
+    loaded = QueryTemplates(templates=templates, filters=filters, layout=layout or LogLayout())
+    for name in templates:
+        loaded.placeholders(name)  # a malformed template fails here
+    if path is None:
+        missing = [n for n in REQUIRED_QUERIES if n not in templates]
+        if missing:
+            raise ValueError(f"{source}: missing BkLog query templates {', '.join(missing)}")
+    return loaded
 
 
 # --------------------------------------------------------------------------- results
@@ -172,8 +256,10 @@ class BkLogClient:
         max_pages: int = 20,
         response_shape: ResponseShape = "esquery",
         backoff_base_s: float = 0.5,
+        layout: LogLayout | None = None,
     ) -> None:
         self._base = str(base_url).rstrip("/")
+        self.layout = layout or LogLayout()  # which document fields hold the line and the traceId
         self.index_set_id = int(index_set_id)
         self.time_zone = time_zone
         self._tz = ZoneInfo(time_zone)
@@ -188,6 +274,8 @@ class BkLogClient:
             timeout_s=timeout_s,
             retries=retries,
             backoff_base_s=backoff_base_s,
+            auth_codes=frozenset({PERMISSION_DENIED_CODE}),
+            rate_limited_codes=frozenset({THROTTLED_CODE}),
         )
 
     @property
@@ -251,6 +339,18 @@ class BkLogClient:
         size: int,
         filters: Sequence[Mapping[str, Any]],
     ) -> tuple[list[dict[str, Any]], int]:
+        env = await self._call(self._body(query_string, start_s, end_s, offset, size, filters))
+        return self._read(env)
+
+    def _body(
+        self,
+        query_string: str,
+        start_s: str,
+        end_s: str,
+        offset: int,
+        size: int,
+        filters: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]:
         body: dict[str, Any]
         if self.response_shape == "ui":
             body = {
@@ -279,8 +379,23 @@ class BkLogClient:
             }
             if filters:
                 body["filter"] = [dict(f) for f in filters]
+        return body
+
+    async def _call(self, body: Mapping[str, Any], *, retries: int | None = None) -> Envelope:
         try:
-            env = await self._gw.call("POST", self.search_url, json_body=body, api="search")
+            return await self._gw.call("POST", self.search_url, json_body=body, api="search", retries=retries)
+        except GatewayAuthError as err:
+            if err.code != PERMISSION_DENIED_CODE:
+                raise
+            user = self._gw.credentials.username or "(the access token's user)"
+            raise SearchPermissionDenied(
+                f"user {user} has no search_log permission on index set {self.index_set_id}"
+                f" (ask the BkLog admin to grant 日志检索 on it): {err.message}",
+                service=err.service,
+                code=err.code,
+                http_status=err.http_status,
+                request_id=err.request_id,
+            ) from None
         except ApiError as err:
             if err.code in INDEX_SET_ERROR_CODES or ("索引集" in err.message and "不存在" in err.message):
                 raise IndexSetNotFound(
@@ -291,7 +406,12 @@ class BkLogClient:
                     request_id=err.request_id,
                 ) from None
             raise
-        return self._read(env)
+
+    async def probe(self, now: datetime) -> int:
+        """One cheap search over the last five minutes, no retries; returns the hits counted."""
+        start_s = format_time(now - timedelta(minutes=5), self._tz)
+        body = self._body("*", start_s, format_time(now, self._tz, round_up=True), 0, 1, ())
+        return self._read(await self._call(body, retries=0))[1]
 
     def _read(self, env: Envelope) -> tuple[list[dict[str, Any]], int]:
         data = env.data

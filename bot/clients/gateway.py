@@ -38,11 +38,16 @@ _MAX_MESSAGE = 300
 
 @dataclass(frozen=True, slots=True)
 class ApiCredentials:
-    """App credentials for the gateway; the secret never appears in repr or messages."""
+    """App credentials for the gateway; the secrets never appear in repr or messages.
+
+    With `access_token` the user is the token's (verified); without it `username` names the user,
+    which the gateway treats as unverified (resources that require a verified user refuse it).
+    """
 
     app_code: str
     app_secret: str = field(repr=False)
     username: str = ""
+    access_token: str = field(default="", repr=False)
 
     @classmethod
     def coerce(cls, value: ApiCredentials | tuple[str, str, str] | Any) -> ApiCredentials:
@@ -51,22 +56,30 @@ class ApiCredentials:
             return value
         if isinstance(value, tuple) and len(value) == 3:
             return cls(str(value[0]), str(value[1]), str(value[2]))
-        secret: Any = getattr(value, "app_secret", None)
-        if secret is not None and hasattr(secret, "get_secret_value"):
-            secret = secret.get_secret_value()
         return cls(
             app_code=str(getattr(value, "app_code", "") or ""),
-            app_secret=str(secret or ""),
+            app_secret=_plain(getattr(value, "app_secret", None)),
             username=str(getattr(value, "username", "") or ""),
+            access_token=_plain(getattr(value, "access_token", None)),
         )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.app_secret, self.access_token) if s)
+
+
+def _plain(value: Any) -> str:
+    if value is not None and hasattr(value, "get_secret_value"):
+        value = value.get_secret_value()
+    return str(value or "")
 
 
 def auth_headers(credentials: ApiCredentials, tenant_id: str = "") -> dict[str, str]:
-    payload = {
-        "bk_app_code": credentials.app_code,
-        "bk_app_secret": credentials.app_secret,
-        "bk_username": credentials.username,
-    }
+    payload = {"bk_app_code": credentials.app_code, "bk_app_secret": credentials.app_secret}
+    if credentials.access_token:
+        payload["access_token"] = credentials.access_token
+    else:
+        payload["bk_username"] = credentials.username
     headers = {
         "X-Bkapi-Authorization": json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
         "Accept": "application/json",
@@ -110,7 +123,14 @@ class GatewayError(Exception):
         return f"{who}{self.kind_zh}{code}：{self.message}"
 
 
-class GatewayAuthError(GatewayError):
+class GatewayConfigError(GatewayError):
+    """The call cannot work until someone changes the configuration or a permission: retrying or
+    reporting it as a failure of the step would mislead."""
+
+    kind_zh = "配置或权限错误"
+
+
+class GatewayAuthError(GatewayConfigError):
     """Credentials, app permission or resource path rejected (16400xx/16403xx/16404xx, HTTP 401/403)."""
 
     kind_zh = "鉴权或权限错误"
@@ -189,6 +209,18 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - current)
 
 
+def rate_limit_wait(headers: Mapping[str, str]) -> float | None:
+    """Seconds until the limit resets: the gateway's `X-Bkapi-RateLimit-Reset` (its 429s carry no
+    `Retry-After`), else a standard `Retry-After`."""
+    reset = headers.get("X-Bkapi-RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset.strip()))
+        except ValueError:
+            pass
+    return parse_retry_after(headers.get("Retry-After"))
+
+
 def classify(
     *,
     service: str,
@@ -196,10 +228,16 @@ def classify(
     body: str,
     headers: Mapping[str, str],
     secrets: tuple[str, ...] = (),
+    auth_codes: frozenset[int] = frozenset(),
+    rate_limited_codes: frozenset[int] = frozenset(),
 ) -> Envelope | GatewayError:
-    """Turn one HTTP response into an Envelope (success) or the matching typed error."""
+    """Turn one HTTP response into an Envelope (success) or the matching typed error.
+
+    `auth_codes` / `rate_limited_codes`: the service's own codes (answered with HTTP 200 and
+    `result: false`) that mean a permission error / a throttle, besides the gateway's 16xxxxx.
+    """
     request_id = headers.get("X-Bkapi-Request-Id")
-    retry_after = parse_retry_after(headers.get("Retry-After"))
+    retry_after = rate_limit_wait(headers)
     kw: dict[str, Any] = {"service": service, "http_status": status, "request_id": request_id}
     try:
         doc = json.loads(body) if body.strip() else None
@@ -220,9 +258,9 @@ def classify(
     request_id = request_id or doc.get("request_id") or doc.get("job_request_id")
     kw["request_id"] = request_id
     label = f"{message} [{doc.get('code_name')}]" if doc.get("code_name") else message
-    if code in AUTH_CODES or (code // 100 in (16400, 16403, 16404) and code >= 1640000):
+    if code in AUTH_CODES or code in auth_codes or (code // 100 in (16400, 16403, 16404) and code >= 1640000):
         return GatewayAuthError(label or "gateway rejected the credentials", code=code, **kw)
-    if code in RATE_LIMIT_CODES or (code // 100 == 16429):
+    if code in RATE_LIMIT_CODES or code in rate_limited_codes or (code // 100 == 16429):
         return GatewayRateLimited(label or "rate limited", code=code, retry_after=retry_after, **kw)
     if code in UPSTREAM_CODES or (code // 10000 == 165):
         return UpstreamError(label or "backend failed", code=code, **kw)
@@ -259,6 +297,8 @@ class GatewayTransport:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 8.0,
         max_retry_after_s: float = 30.0,
+        auth_codes: frozenset[int] = frozenset(),
+        rate_limited_codes: frozenset[int] = frozenset(),
     ) -> None:
         self._session = session
         self.service = service
@@ -270,6 +310,8 @@ class GatewayTransport:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._max_retry_after_s = max_retry_after_s
+        self.auth_codes = auth_codes
+        self.rate_limited_codes = rate_limited_codes
 
     @property
     def credentials(self) -> ApiCredentials:
@@ -290,14 +332,17 @@ class GatewayTransport:
         params: Mapping[str, Any] | None = None,
         json_body: Any = None,
         api: str = "",
+        retries: int | None = None,
     ) -> Envelope:
+        """One API call; transient failures are retried up to `retries` (default: the transport's)."""
         api = api or url.rstrip("/").rsplit("/", 1)[-1]
+        budget = self.retries if retries is None else max(0, retries)
         attempt = 0
         while True:
             outcome = await self._once(method, url, params=params, json_body=json_body)
             if isinstance(outcome, Envelope):
                 return outcome
-            delay = self._retry_delay(outcome, attempt)
+            delay = self._retry_delay(outcome, attempt, budget)
             if delay is None:
                 raise outcome
             log.warning(
@@ -313,8 +358,8 @@ class GatewayTransport:
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _retry_delay(self, err: GatewayError, attempt: int) -> float | None:
-        if attempt >= self.retries:
+    def _retry_delay(self, err: GatewayError, attempt: int, retries: int) -> float | None:
+        if attempt >= retries:
             return None
         if isinstance(err, GatewayRateLimited):
             if err.retry_after is not None:
@@ -345,12 +390,14 @@ class GatewayTransport:
                     status=resp.status,
                     body=body,
                     headers=resp.headers,
-                    secrets=(self._credentials.app_secret,),
+                    secrets=self._credentials.secrets,
+                    auth_codes=self.auth_codes,
+                    rate_limited_codes=self.rate_limited_codes,
                 )
         except TimeoutError:
             return UpstreamError(f"no answer within {self.timeout_s:g}s", service=self.service)
         except aiohttp.ClientError as exc:
-            detail = _safe(f"{type(exc).__name__}: {exc}", (self._credentials.app_secret,))
+            detail = _safe(f"{type(exc).__name__}: {exc}", self._credentials.secrets)
             return UpstreamError(f"connection failed ({detail})", service=self.service)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import aiohttp
 
-from bot.clients.gateway import ApiCredentials, GatewayTransport, UpstreamError
+from bot.clients.gateway import ApiCredentials, ApiError, GatewayTransport, UpstreamError
 from bot.core.codes import codes
 
 ApiVersion = Literal["v1", "v2"]
@@ -92,6 +92,20 @@ class GseClient:
             retries=retries,
             backoff_base_s=backoff_base_s,
         )
+
+    async def probe(self) -> str:
+        """One empty state query, no retries: the gateway, credentials and grant, or raise."""
+        if self.api_version == "v1":
+            url, api = f"{self._base}/api/c/compapi/v2/gse/get_agent_status/", "get_agent_status"
+            body: dict[str, Any] = {"bk_supplier_account": self._supplier, "hosts": []}
+        else:
+            url, api = f"{self._base}/api/v2/cluster/list_agent_state", "list_agent_state"
+            body = {"agent_id_list": []}
+        try:
+            await self._gw.call("POST", url, json_body=body, api=api, retries=0)
+        except ApiError:
+            pass  # GSE itself answered
+        return f"GSE {self.api_version} answers"
 
     async def agent_states(
         self, agent_ids: Sequence[str] = (), *, hosts: Sequence[tuple[int, str]] = ()

@@ -29,6 +29,11 @@ def _url(v: Any) -> Any:
     return v
 
 
+def _secret(value: SecretStr | None) -> SecretStr | None:
+    """An empty string is no secret."""
+    return value if value is not None and value.get_secret_value() else None
+
+
 class _Section(BaseModel):
     model_config = {"extra": "forbid"}
 
@@ -44,6 +49,9 @@ class Credentials(_Section):
     app_code: str = ""
     app_secret: SecretStr | None = None
     username: str = ""
+    # A verified user for resources that require one (BK-JOB's public APIs): sent as
+    # `access_token` in X-Bkapi-Authorization instead of `bk_username`.
+    access_token: SecretStr | None = None
 
 
 class BkSettings(Credentials):
@@ -64,13 +72,29 @@ class BkLogSettings(Credentials):
     lookback_days: float = Field(default=3.0, gt=0)
     pad_before_s: float = Field(default=300.0, ge=0)
     pad_after_s: float = Field(default=900.0, ge=0)
+    # Where the engine's line and traceId are in a document: installs with JSON logs, another
+    # pattern, or a collector that extracts fields have no `[app,traceId,spanId]` in the line.
+    log_field: str = Field(default="log", pattern=r"^[A-Za-z_@][\w.@-]*$")
+    trace_field: str = Field(default="", pattern=r"^([A-Za-z_@][\w.@-]*)?$")
+    queries_file: str = ""  # a TOML [queries] table replacing some of the packaged query templates
 
     _v = field_validator("base_url", mode="before")(_url)
 
+    @field_validator("queries_file")
+    @classmethod
+    def _queries_file_exists(cls, v: str) -> str:
+        v = v.strip()
+        if v and not Path(v).is_file():
+            raise ValueError(f"no such file: {v}")
+        return v
+
 
 class BkJobSettings(Credentials):
-    base_url: AnyHttpUrl | None = None  # the client appends /api/v3/<api>
+    base_url: AnyHttpUrl | None = None  # the client appends /api/v3/<api> (or /api/v3/system/<api>)
     web_url: AnyHttpUrl | None = None  # JOB web root, for links
+    # The app-only twins of the user APIs (`/api/v3/system/<api>`): no verified user needed,
+    # the gateway admin grants the app those resources instead.
+    use_system_api: bool = False
     timeout_s: float = Field(default=10.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
 
@@ -224,6 +248,7 @@ class Settings(BaseSettings):
             app_code=section.app_code or self.bk.app_code,
             app_secret=section.app_secret or self.bk.app_secret,
             username=section.username or self.bk.username,
+            access_token=_secret(section.access_token) or _secret(self.bk.access_token),
         )
 
     def secret_values(self) -> list[str]:

@@ -87,13 +87,20 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
     return res
 
 
-async def run_scenario(sc: Scenario, session: aiohttp.ClientSession) -> ScenarioResult:
+async def run_scenario(
+    sc: Scenario, session: aiohttp.ClientSession, *, trace_field: str | None = None
+) -> ScenarioResult:
+    """`trace_field`: serve the logs as an install whose lines carry no `[app,traceId,spanId]`
+    block and whose collector puts the traceId in that field (the bot configured to match)."""
     code, secret, _user = SANDBOX_APP
-    docs = docs_from_records(sc.logs_text)
+    docs = docs_from_records(sc.logs_text, trace_field=trace_field)
     app = create_bklog_app(docs, app_code=code, app_secret=secret, index_set_id=SANDBOX_INDEX_SET)
     runner, url = await start_site(app)
     try:
         settings = sandbox_settings(url)
+        if trace_field:
+            bklog = settings.bklog.model_copy(update={"trace_field": trace_field})
+            settings = settings.model_copy(update={"bklog": bklog})
         now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
         exp = sc.expected
         req = AnalysisRequest(

@@ -19,7 +19,7 @@ from datetime import datetime
 import structlog
 
 from bot.clients.bklog import BkLogClient, QueryTemplates, SearchResult
-from bot.clients.gateway import GatewayAuthError, GatewayError
+from bot.clients.gateway import GatewayConfigError, GatewayError
 from bot.diagnosis.extract import ids_in
 from bot.diagnosis.parser import dedupe, order, parse_documents
 from bot.diagnosis.records import LogRecord
@@ -49,7 +49,7 @@ class Collected:
     task_instance_id: int | None = None
     window: tuple[datetime, datetime] | None = None
     error: str = ""  # BkLog failed (unreachable, 5xx, timeouts): user-readable
-    auth_error: str = ""  # gateway auth/permission (16xxxxx): a configuration problem
+    config_error: str = ""  # credentials, permission or index set: nothing works until configured
     engine_lines_in_window: int | None = None  # only probed when nothing was found
     truncated: bool = False
     budget_exhausted: bool = False
@@ -80,12 +80,12 @@ class Collector:
                 await self._from_step(out, seen, step_instance_id, start, end)
             elif request_id is not None:
                 await self._from_request(out, seen, request_id.lower(), start, end)
-        except GatewayAuthError as exc:
-            out.auth_error = exc.zh
+        except GatewayConfigError as exc:
+            out.config_error = exc.zh
         except GatewayError as exc:
             out.error = exc.zh
         out.records = order(dedupe(seen.values()))
-        if out.empty and not out.error and not out.auth_error:
+        if out.empty and not out.error and not out.config_error:
             await self._probe_engine(out, start, end)
         return out
 
@@ -113,9 +113,29 @@ class Collector:
         result: SearchResult = await self.bklog.search(query, start, end)
         entry.hits = len(result.docs)
         out.truncated = out.truncated or result.truncated
-        added = self._merge(seen, parse_documents(result.docs))
+        added = self._merge(seen, parse_documents(result.docs, self.templates.layout))
         entry.new_lines = len(added)
         log.info("bklog_query", name=name, hits=entry.hits, new=entry.new_lines)
+        return added
+
+    async def _trace_query(
+        self,
+        out: Collected,
+        seen: dict[str, LogRecord],
+        trace: str,
+        start: datetime,
+        end: datetime,
+        *,
+        always_fallback: bool = False,
+    ) -> list[LogRecord]:
+        """The lines of one trace: by the trace field when the install extracts it (exact), else by
+        the line's header, falling back to a wildcard term when the analyzer glued the traceId to
+        its spanId (only possible when it ends in a digit)."""
+        if self.templates.layout.trace_field:
+            return await self._run(out, seen, "trace_field", start, end, trace_id=trace)
+        added = await self._run(out, seen, "trace_id", start, end, trace_id=trace)
+        if not added and (always_fallback or trace[-1].isdigit()) and self._budget_left(out) > 0:
+            added = await self._run(out, seen, "trace_wildcard", start, end, trace_id=trace)
         return added
 
     @staticmethod
@@ -141,9 +161,7 @@ class Collector:
                 out.budget_exhausted = True
                 return
             queried.add(trace)
-            added = await self._run(out, seen, "trace_id", start, end, trace_id=trace)
-            if not added and trace[-1].isdigit() and self._budget_left(out) > 0:
-                added = await self._run(out, seen, "trace_wildcard", start, end, trace_id=trace)
+            added = await self._trace_query(out, seen, trace, start, end)
             # A hop found through this trace may name further traces of the same step run.
             for t in self._related_traces(added, out.step_instance_id):
                 if t not in queried and t not in pending:
@@ -177,9 +195,7 @@ class Collector:
     async def _from_request(
         self, out: Collected, seen: dict[str, LogRecord], request_id: str, start: datetime, end: datetime
     ) -> None:
-        added = await self._run(out, seen, "trace_id", start, end, trace_id=request_id)
-        if not added:
-            added = await self._run(out, seen, "trace_wildcard", start, end, trace_id=request_id)
+        added = await self._trace_query(out, seen, request_id, start, end, always_fallback=True)
         out.trace_ids = [request_id]
         if not added:
             return

@@ -80,7 +80,7 @@ class PipelineTools:
             )
         except GatewayError as exc:
             return [f"(BkLog 查询失败：{exc.zh})"]
-        return [str(d.get("log", "")) for d in res.docs]
+        return [str(d.get(self.bklog.layout.log_field, "")) for d in res.docs]
 
     async def agent_state(self, hosts: Sequence[str]) -> str:
         if self.gse is None:

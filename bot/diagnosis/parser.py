@@ -20,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import statistics
@@ -27,7 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.clients.bklog import LogLayout
 from bot.diagnosis.records import LogRecord
+
+DEFAULT_LAYOUT = LogLayout()
+_TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 __all__ = [
     "RECORD_START_RE",
@@ -155,15 +160,16 @@ def parse_text(text: str | bytes, source: Mapping[str, Any] | None = None) -> li
     return [parse_record(chunk, source) for chunk in split_records(text)]
 
 
-def parse_documents(docs: Iterable[Mapping[str, Any]]) -> list[LogRecord]:
+def parse_documents(docs: Iterable[Mapping[str, Any]], layout: LogLayout = DEFAULT_LAYOUT) -> list[LogRecord]:
     """Parse BkLog `_source` documents (`log`, `path`, `serverIp`, `dtEventTimeStamp`, ...).
 
-    A document normally holds one record; when its `log` holds several (no multiline rule on the
-    collector), each becomes its own record carrying the same source fields.
+    A document normally holds one record; when its line field holds several (no multiline rule on
+    the collector), each becomes its own record carrying the same source fields. With a trace
+    field in the layout, a record whose line carries no traceId takes the document's.
     """
     out: list[LogRecord] = []
     for doc in docs:
-        log = doc.get("log")
+        log = doc.get(layout.log_field)
         if log is None:
             continue
         if not isinstance(log, str | bytes):
@@ -171,11 +177,22 @@ def parse_documents(docs: Iterable[Mapping[str, Any]]) -> list[LogRecord]:
         chunks = split_records(log)
         if not chunks:
             continue
-        if len(chunks) == 1:
-            out.append(parse_record(chunks[0], doc))
-        else:
-            out.extend(parse_record(chunk, doc) for chunk in chunks)
+        # parse_record keeps the document's other fields on the record (the line itself it drops)
+        source = doc if layout.log_field == "log" else {k: v for k, v in doc.items() if k != layout.log_field}
+        records = [parse_record(chunk, source) for chunk in chunks]
+        trace = _trace_of(doc, layout)
+        if trace:
+            records = [r if r.trace_id else dataclasses.replace(r, trace_id=trace) for r in records]
+        out.extend(records)
     return out
+
+
+def _trace_of(doc: Mapping[str, Any], layout: LogLayout) -> str | None:
+    if not layout.trace_field:
+        return None
+    value = doc.get(layout.trace_field)
+    text = str(value).strip().lower() if value is not None else ""
+    return text if _TRACE_ID.match(text) else None
 
 
 # --------------------------------------------------------------------------- dedupe

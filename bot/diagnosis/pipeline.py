@@ -33,8 +33,9 @@ log = structlog.get_logger(__name__)
 ModelStep = Callable[[DiagnosisReport, Condensed, Collected], Awaitable[DiagnosisReport | None]]
 
 
-class BkLogAuthError(Exception):
-    """BkLog rejected the credentials or the app's permission; the message is one safe line."""
+class BkLogConfigError(Exception):
+    """BkLog cannot be searched as configured (credentials, the app's grant, the user's
+    `search_log` permission, the index set); the message is one safe line."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class AnalysisRequest:
     use_model: bool = True
     # A gateway auth/permission error (16xxxxx) is a configuration problem: raise it instead of
     # reporting it (the CLI exits 2); the bot reports it to the chat instead.
-    raise_on_auth_error: bool = False
+    raise_on_config_error: bool = False
 
     @classmethod
     def of_job(cls, job: AnalysisJob) -> AnalysisRequest:
@@ -103,7 +104,9 @@ class Analyzer:
             return since, until, None
         if self.bkjob and req.task_instance_id and req.bk_scope_id and req.step_instance_id:
             try:
-                status = await self.bkjob.get_job_instance_status(req.bk_scope_id, req.task_instance_id)
+                status = await self.bkjob.get_job_instance_status(
+                    req.bk_scope_id, req.task_instance_id, bk_scope_type=req.bk_scope_type or "biz"
+                )
                 for step in status.steps:
                     if step.step_instance_id == req.step_instance_id and step.start_time:
                         end = step.end_time or now
@@ -133,8 +136,8 @@ class Analyzer:
             collected = await collector.collect(
                 start=start, end=end, step_instance_id=req.step_instance_id, request_id=req.request_id
             )
-            if req.raise_on_auth_error and collected.auth_error:
-                raise BkLogAuthError(collected.auth_error)
+            if req.raise_on_config_error and collected.config_error:
+                raise BkLogConfigError(collected.config_error)
         if self.metrics is not None:
             for q in collected.queries:
                 self.metrics.bklog_queries.labels("error" if q.error else "ok").inc()
@@ -224,7 +227,10 @@ class Analyzer:
         ):
             try:
                 step = await self.bkjob.get_step_instance_status(
-                    req.bk_scope_id, cond.task_instance_id, cond.step_instance_id
+                    req.bk_scope_id,
+                    cond.task_instance_id,
+                    cond.step_instance_id,
+                    bk_scope_type=req.bk_scope_type or "biz",
                 )
                 for group in step.groups[:5]:
                     ips = "、".join(h.ip or str(h.bk_host_id) for h in group.hosts[:5])

@@ -107,8 +107,8 @@ def _no_lines_report(inp: RuleInputs, base: DiagnosisReport) -> DiagnosisReport:
     c = inp.collected
     what = _what(inp)
     missing: list[str]
-    if c.auth_error:
-        summary = f"无法查询 BkLog，{what} 未能分析：{c.auth_error}"
+    if c.config_error:
+        summary = f"无法查询 BkLog，{what} 未能分析：{c.config_error}"
         missing = [
             "检查 job-doctor 的 BkLog 网关凭据（JOB_DOCTOR_BKLOG__APP_CODE/APP_SECRET 或 JOB_DOCTOR_BK__*）",
             "确认应用已获授权调用 bk-log-search 的 esquery_search，且用户对该索引集有检索权限",

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from bot.clients.bkjob import BkJobClient, InstanceNotFound
+from bot.clients.bkjob import BkJobClient, InstanceNotFound, UserNotVerified
 from bot.clients.gateway import (
     ApiError,
     GatewayAuthError,
@@ -88,6 +88,11 @@ class ReadProblem:
 def _error_words(err: GatewayError) -> str:
     ref = f"{err.code}" if err.code is not None else (f"HTTP {err.http_status}" if err.http_status else "")
     ref = f"（{ref}）" if ref else ""
+    if isinstance(err, UserNotVerified):
+        return (
+            f"网关要求已认证的用户{ref}：请网关管理员为应用免用户认证，或开启 "
+            "JOB_DOCTOR_BKJOB__USE_SYSTEM_API 并授权系统接口，或配置 JOB_DOCTOR_BK__ACCESS_TOKEN"
+        )
     if isinstance(err, GatewayAuthError):
         return f"无权限读取{ref}"
     if isinstance(err, GatewayRateLimited):

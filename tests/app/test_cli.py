@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -136,3 +137,41 @@ def test_demo_starts_with_embedded_store() -> None:
         out, _err = proc.communicate()
     assert rc == 0
     assert f"http://127.0.0.1:{port}/console" in out
+
+
+async def test_check_explains_an_unverified_user_and_a_missing_search_permission() -> None:
+    """The two set-up mistakes a real BlueKing install shows first: BK-JOB refuses `bk_username`
+    alone (1640001), and BkLog's IAM refuses `search_log` on the index set (9900403)."""
+    from bot.devtools.sandbox import start_site
+    from bot.devtools.sandbox.bkjob import create_bkjob_app
+    from bot.devtools.sandbox.bklog import create_bklog_app
+
+    code, secret, user = "check-app", "check-secret", "ops"
+    sites = [
+        await start_site(create_bkjob_app([], app_code=code, app_secret=secret)),
+        await start_site(
+            create_bklog_app([], app_code=code, app_secret=secret, index_set_id=7, searchers=["x"])
+        ),
+    ]
+    (_, bkjob_url), (_, bklog_url) = sites
+    env = {
+        "JOB_DOCTOR_BK__APP_CODE": code,
+        "JOB_DOCTOR_BK__APP_SECRET": secret,
+        "JOB_DOCTOR_BK__USERNAME": user,
+        "JOB_DOCTOR_BKJOB__BASE_URL": bkjob_url,
+        "JOB_DOCTOR_BKLOG__BASE_URL": bklog_url,
+        "JOB_DOCTOR_BKLOG__INDEX_SET_ID": "7",
+    }
+    try:
+        res = await asyncio.to_thread(run, "check", env=env)
+    finally:
+        for runner, _url in sites:
+            await runner.cleanup()
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = {line.split()[0]: line for line in res.stdout.splitlines() if line.strip()}
+    bkjob, bklog = lines["bkjob"], lines["bklog"]
+    assert "FAIL" in bkjob and "1640001" in bkjob
+    assert f"exempt app {code}" in bkjob
+    assert "JOB_DOCTOR_BKJOB__USE_SYSTEM_API=true" in bkjob and "JOB_DOCTOR_BK__ACCESS_TOKEN" in bkjob
+    assert "FAIL" in bklog and "9900403" in bklog and "search_log" in bklog and "index set 7" in bklog
+    assert secret not in res.stdout + res.stderr

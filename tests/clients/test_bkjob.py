@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bot.clients.bkjob import BkJobClient, InstanceNotFound
+from bot.clients.bkjob import BkJobClient, InstanceNotFound, UserNotVerified
 from bot.clients.gateway import ApiCredentials, GatewayAuthError, GatewayRateLimited, auth_headers
 from bot.devtools.sandbox import FAULTS, REQUESTS
 from bot.devtools.sandbox.bkjob import FakeHost, FakeJobInstance, FakeStep, create_bkjob_app
@@ -73,9 +73,24 @@ def dataset(n: int = 45) -> list[FakeJobInstance]:
 
 
 async def setup(
-    aiohttp_server: ServerFactory, session: aiohttp.ClientSession, *, legacy: bool = False, **kw: Any
+    aiohttp_server: ServerFactory,
+    session: aiohttp.ClientSession,
+    *,
+    legacy: bool = False,
+    gateway: dict[str, Any] | None = None,
+    jobs: list[FakeJobInstance] | None = None,
+    **kw: Any,
 ) -> tuple[BkJobClient, web.Application]:
-    app = create_bkjob_app(dataset(), app_code=APP_CODE, app_secret=APP_SECRET, legacy_list_keys=legacy)
+    # By default the gateway exempts the test app from user verification (the API is under test);
+    # `gateway` replaces that with other access rules.
+    access = gateway if gateway is not None else {"exempt_apps": [APP_CODE]}
+    app = create_bkjob_app(
+        dataset() if jobs is None else jobs,
+        app_code=APP_CODE,
+        app_secret=APP_SECRET,
+        legacy_list_keys=legacy,
+        **access,
+    )
     server = await aiohttp_server(app)
     args: dict[str, Any] = {
         "base_url": str(server.make_url("")),
@@ -124,7 +139,9 @@ async def test_list_rejects_over_30_days_client_side(
         await c.get_job_instance_list(2, create_time_start=T0, create_time_end=T0 + timedelta(days=31))
     assert app[REQUESTS] == []
     # and the sample server enforces the rule itself
-    server = await aiohttp_server(create_bkjob_app(dataset(), app_code=APP_CODE, app_secret=APP_SECRET))
+    server = await aiohttp_server(
+        create_bkjob_app(dataset(), app_code=APP_CODE, app_secret=APP_SECRET, exempt_apps=[APP_CODE])
+    )
     url = server.make_url("/api/v3/get_job_instance_list")
     params = {
         "bk_scope_type": "biz",
@@ -194,10 +211,10 @@ async def test_ip_logs(aiohttp_server: ServerFactory, session: aiohttp.ClientSes
 
 async def test_rate_limit_then_success(aiohttp_server: ServerFactory, session: aiohttp.ClientSession) -> None:
     c, app = await setup(aiohttp_server, session)
-    app[FAULTS].rate_limit(times=2, retry_after=0)
+    app[FAULTS].rate_limit(times=2, reset_s=0)
     st = await c.get_job_instance_status(2, 20026160406)
     assert st.job_instance.job_instance_id == 20026160406 and len(app[REQUESTS]) == 3
-    app[FAULTS].rate_limit(times=3, retry_after=0)
+    app[FAULTS].rate_limit(times=3, reset_s=0)
     with pytest.raises(GatewayRateLimited):
         await c.get_job_instance_status(2, 20026160406)
 
@@ -207,3 +224,125 @@ async def test_user_identity_required(aiohttp_server: ServerFactory, session: ai
     with pytest.raises(GatewayAuthError, match="user authentication failed"):
         await c.get_job_instance_status(2, 20026160406)
     assert len(app[REQUESTS]) == 1
+
+
+# --------------------------------------------------------------------------- access modes
+
+
+async def test_bare_username_is_refused_and_the_error_names_the_ways_out(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """BK-JOB's public APIs need a verified user: the gateway refuses `bk_username` alone."""
+    c, app = await setup(aiohttp_server, session, gateway={})
+    with pytest.raises(UserNotVerified) as info:
+        await c.get_job_instance_status(2, 20026160406)
+    err = info.value
+    assert err.code == 1640001 and err.http_status == 400
+    text = str(err)
+    assert "exempt app job-doctor" in text
+    assert "JOB_DOCTOR_BKJOB__USE_SYSTEM_API=true" in text and "JOB_DOCTOR_BK__ACCESS_TOKEN" in text
+    assert len(app[REQUESTS]) == 1  # an auth error is not retried
+
+
+async def test_access_token_is_a_verified_user(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    token = "user-token-0123456789abcdef"
+    creds = ApiCredentials(APP_CODE, APP_SECRET, access_token=token)
+    c, app = await setup(
+        aiohttp_server, session, gateway={"access_tokens": {token: "ops"}}, credentials=creds
+    )
+    status = await c.get_job_instance_status(2, 20026160406)
+    assert status.job_instance.job_instance_id == 20026160406
+    sent = app[REQUESTS][0].auth
+    assert sent == {"bk_app_code": APP_CODE, "bk_app_secret": APP_SECRET, "access_token": token}
+    assert token not in repr(creds)
+    # a token the gateway does not know is refused as such (not mistaken for a missing user)
+    bad = ApiCredentials(APP_CODE, APP_SECRET, access_token="expired")
+    c2, _ = await setup(aiohttp_server, session, gateway={"access_tokens": {token: "ops"}}, credentials=bad)
+    with pytest.raises(GatewayAuthError, match="access_token is invalid"):
+        await c2.get_job_instance_status(2, 20026160406)
+
+
+async def test_system_api_needs_no_user_but_the_app_grant(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    c, app = await setup(aiohttp_server, session, gateway={"system_apps": [APP_CODE]}, system_api=True)
+    status = await c.get_step_instance_status(2, 20026160406, 20031265375)
+    assert {g.result_type for g in status.groups} == {9, 104, 310}
+    assert app[REQUESTS][0].path == "/api/v3/system/get_step_instance_status"
+    assert await c.probe() == "system APIs answer"
+    ungranted, _ = await setup(aiohttp_server, session, gateway={}, system_api=True)
+    with pytest.raises(GatewayAuthError) as info:
+        await ungranted.probe()
+    assert info.value.code == 1640301
+
+
+async def test_probe_counts_a_bk_job_answer_as_reachable(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    c, app = await setup(aiohttp_server, session)
+    assert await c.probe() == "API gateway answers"  # 作业实例不存在: BK-JOB answered
+    assert len(app[REQUESTS]) == 1
+
+
+async def test_scope_type_travels_with_every_call(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    jobs = dataset()
+    jobs[-1].bk_scope_type, jobs[-1].bk_scope_id = "biz_set", "9991001"
+    c, app = await setup(aiohttp_server, session, jobs=jobs)
+    with pytest.raises(InstanceNotFound):  # looked up as business 9991001: another app
+        await c.get_job_instance_status(9991001, 20026160406)
+    status = await c.get_job_instance_status(9991001, 20026160406, bk_scope_type="biz_set")
+    assert status.job_instance.job_instance_id == 20026160406
+    assert app[REQUESTS][-1].query["bk_scope_type"] == "biz_set"
+
+
+# --------------------------------------------------------------------------- the list's start limit
+
+
+def crowded(n: int) -> list[FakeJobInstance]:
+    """`n` failed job instances, one per second."""
+    return [
+        FakeJobInstance(
+            job_instance_id=500_000 + i,
+            name=f"crowd-{i}",
+            create_time=ms(T0 + timedelta(seconds=i)),
+            status=4,
+        )
+        for i in range(n)
+    ]
+
+
+async def test_list_beyond_the_start_limit_is_read_in_time_slices(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A server with `startLimitEnabled` refuses start > 1000 (1241010): 3500 rows in one window are
+    read by splitting the window, every row once, no page past the limit."""
+    c, app = await setup(aiohttp_server, session, jobs=crowded(3500))
+    items = await c.get_job_instance_list(
+        2, create_time_start=T0, create_time_end=T0 + timedelta(hours=2), status=4, page_size=500
+    )
+    assert sorted(i.job_instance_id for i in items) == [500_000 + i for i in range(3500)]
+    starts = [int(r.query["start"]) for r in app[REQUESTS]]
+    assert max(starts) <= 1000
+    assert all(r.body is None or "code" not in r.body for r in app[REQUESTS])
+
+
+async def test_a_lower_start_limit_met_on_the_way_keeps_what_was_read(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """A server whose limit is lower than the client assumes answers 1241010 mid-way: the rest of
+    the window is read by halves and the pages already read are kept."""
+    app = create_bkjob_app(
+        crowded(900), app_code=APP_CODE, app_secret=APP_SECRET, start_limit=300, exempt_apps=[APP_CODE]
+    )
+    server = await aiohttp_server(app)
+    c = BkJobClient(session, base_url=str(server.make_url("")), credentials=CREDS, timeout_s=5, retries=0)
+    items = await c.get_job_instance_list(
+        2, create_time_start=T0, create_time_end=T0 + timedelta(hours=2), page_size=200
+    )
+    assert sorted(i.job_instance_id for i in items) == [500_000 + i for i in range(900)]
+    served = [r for r in app[REQUESTS] if int(r.query["start"]) <= 300]
+    assert len(served) < len(app[REQUESTS])  # the limit was met (and refused) on the way

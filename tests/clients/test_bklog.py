@@ -14,12 +14,15 @@ from aiohttp.test_utils import TestServer
 from bot.clients.bklog import (
     BkLogClient,
     IndexSetNotFound,
+    LogLayout,
+    SearchPermissionDenied,
     load_query_templates,
     quote_phrase,
 )
-from bot.clients.gateway import ApiError
-from bot.devtools.sandbox import REQUESTS
+from bot.clients.gateway import ApiError, GatewayAuthError, GatewayConfigError, GatewayRateLimited
+from bot.devtools.sandbox import FAULTS, REQUESTS
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records, recorded_queries
+from bot.diagnosis.parser import parse_documents
 from tests.clients.conftest import APP_CODE, APP_SECRET, CREDS
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
@@ -218,8 +221,8 @@ async def test_engine_probe_and_step_templates(
     c = client(session, server)
     probe = await c.search(templates.render("engine_probe"), *WINDOW)
     assert probe.total == 1 and "Handle job event" in probe.docs[0]["log"]
-    job = await c.search(templates.render("job_id", job_instance_id=20026160406), *WINDOW)
-    assert job.total == 2
+    step = await c.search(templates.render("step_id", step_instance_id=20031265375), *WINDOW)
+    assert step.total == 3
 
 
 async def test_empty_result_is_not_an_error(
@@ -237,6 +240,81 @@ async def test_unknown_index_set_is_typed(
     with pytest.raises(IndexSetNotFound) as info:
         await client(session, server, index_set_id=999).search("*", *WINDOW)
     assert info.value.code == 3623301 and len(app[REQUESTS]) == 1  # not retried
+
+
+# --------------------------------------------------------------------------- BkLog's own errors
+
+
+async def test_no_search_log_permission_names_the_permission_and_the_index_set(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """BkLog answers IAM denials with HTTP 200, result false and the string code "9900403"."""
+    server, app = await bklog_server(aiohttp_server, docs_from_records(LOG), searchers=["someone-else"])
+    with pytest.raises(SearchPermissionDenied) as info:
+        await client(session, server).search("*", *WINDOW)
+    err = info.value
+    assert isinstance(err, GatewayAuthError) and err.code == 9900403 and err.http_status == 200
+    assert "search_log" in str(err) and f"index set {INDEX_SET}" in str(err) and "admin" in str(err)
+    assert len(app[REQUESTS]) == 1  # a permission error is not retried
+
+
+async def test_index_set_without_an_approved_index_is_a_configuration_error(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    server, _ = await bklog_server(aiohttp_server, docs_from_records(LOG), unapproved_index_sets=[INDEX_SET])
+    with pytest.raises(IndexSetNotFound) as info:
+        await client(session, server).search("*", *WINDOW)
+    assert info.value.code == 3624964 and isinstance(info.value, GatewayConfigError)
+
+
+async def test_bklog_throttle_is_retried_with_backoff(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    """ "3600429" (BkLog's QoS throttle after Elasticsearch timeouts) is transient, not permanent."""
+    server, app = await bklog_server(aiohttp_server, docs_from_records(LOG))
+    app[FAULTS].envelope("3600429", "请求过于频繁，请稍后再试", times=2)
+    result = await client(session, server, retries=2).search("*", *WINDOW)
+    assert result.total == 4 and len(app[REQUESTS]) == 3
+    app[FAULTS].envelope("3600429", "请求过于频繁，请稍后再试", times=3)
+    with pytest.raises(GatewayRateLimited):
+        await client(session, server, retries=2).search("*", *WINDOW)
+
+
+# --------------------------------------------------------------------------- other log layouts
+
+
+async def test_trace_field_layout_reads_and_queries_the_trace_id_field(
+    aiohttp_server: ServerFactory, session: aiohttp.ClientSession
+) -> None:
+    docs = docs_from_records(LOG, line_field="message", trace_field="traceId")
+    server, app = await bklog_server(aiohttp_server, docs, text_fields=["message"])
+    layout = LogLayout(log_field="message", trace_field="traceId")
+    templates = load_query_templates(layout=layout)
+    c = client(session, server, layout=layout)
+    assert templates.render("trace_field", trace_id=T_GLUED) == f'traceId: "{T_GLUED}"'
+    assert templates.render("step_id", step_instance_id=7) == 'message: "7"'
+    found = await c.search(templates.render("trace_field", trace_id=T_GLUED), *WINDOW)
+    assert found.total == 2  # exact on the keyword field: no glued-token problem
+    records = parse_documents(found.docs, layout)
+    assert [r.trace_id for r in records] == [T_GLUED, T_GLUED]
+    assert records[1].message == "Start step, stepInstanceId=20031265375" and records[1].parsed
+    assert recorded_queries(app) == [f'traceId: "{T_GLUED}"']
+
+
+def test_queries_file_overrides_named_templates_and_refuses_unknown_ones(tmp_path: Any) -> None:
+    mine = tmp_path / "mine.toml"
+    mine.write_text(
+        "[queries]\nstep_id = '{log_field}: {step_instance_id} AND path: \"/x\"'\n", encoding="utf-8"
+    )
+    t = load_query_templates(overrides=mine)
+    assert t.render("step_id", step_instance_id=5) == 'log: "5" AND path: "/x"'
+    assert t.render("step_key", step_instance_id=5) == "log: 5_*"  # the others stay
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[queries]\nstep_idd = 'log: {step_instance_id}'\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown BkLog query templates step_idd"):
+        load_query_templates(overrides=typo)
+    with pytest.raises(ValueError, match="no such field"):
+        load_query_templates().render("trace_field", trace_id="a" * 32)
 
 
 async def test_bad_query_is_api_error(aiohttp_server: ServerFactory, session: aiohttp.ClientSession) -> None:
@@ -300,7 +378,9 @@ def test_quote_phrase_escapes() -> None:
 
 def test_templates_render_quotes_every_id(tmp_path: Any) -> None:
     t = load_query_templates()
-    assert {"step_id", "step_key", "trace_id", "trace_wildcard", "engine_probe"} <= set(t.names)
+    assert {"step_id", "step_key", "trace_id", "trace_wildcard", "trace_field", "engine_probe"} == set(
+        t.names
+    )
     assert t.render("step_id", step_instance_id=123) == 'log: "123"'
     assert t.render("step_key", step_instance_id=123) == "log: 123_*"
     assert t.render("trace_wildcard", trace_id="ab12") == "log: *ab12*"
@@ -311,6 +391,6 @@ def test_templates_render_quotes_every_id(tmp_path: Any) -> None:
         t.render("trace_wildcard", trace_id="a b")
     custom = tmp_path / "q.toml"
     custom.write_text("[queries]\nx = 'log: {v} AND log: *{v:wild}*'\n", encoding="utf-8")
-    loaded = load_query_templates(custom)
+    loaded = load_query_templates(custom)  # a whole template file of its own (not the collector's)
     assert loaded.render("x", v='a"b:c') == 'log: "a\\"b:c" AND log: *a\\"b\\:c*'
     assert json.loads(json.dumps(loaded.templates)) == {"x": "log: {v} AND log: *{v:wild}*"}

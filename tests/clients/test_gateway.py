@@ -22,6 +22,7 @@ from bot.clients.gateway import (
     UpstreamError,
     auth_headers,
     classify,
+    rate_limit_wait,
 )
 from bot.devtools.sandbox import FAULTS, REQUESTS, Fault
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
@@ -121,22 +122,31 @@ async def test_gives_up_after_bounded_retries(
     assert info.value.http_status == 502 and len(app[REQUESTS]) == 3
 
 
-async def test_rate_limit_honours_retry_after(
+async def test_rate_limit_waits_for_the_gateway_reset_header(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
-    c, app = await setup(aiohttp_server, session)
-    app[FAULTS].rate_limit(times=1, retry_after=0.3)
+    """The gateway's 429 says when its window resets (X-Bkapi-RateLimit-Reset, seconds), never
+    Retry-After: the client waits that long instead of burning its retries on its own backoff."""
+    c, app = await setup(aiohttp_server, session, retries=1)
+    app[FAULTS].rate_limit(times=1, reset_s=1)
     t0 = time.monotonic()
     result = await c.search("*", *WINDOW)
-    assert time.monotonic() - t0 >= 0.3
+    assert time.monotonic() - t0 >= 1.0
     assert result.total == 1 and len(app[REQUESTS]) == 2
+
+
+def test_reset_header_wins_and_retry_after_still_understood() -> None:
+    assert rate_limit_wait({"X-Bkapi-RateLimit-Reset": "7", "Retry-After": "1"}) == 7.0
+    assert rate_limit_wait({"Retry-After": "3"}) == 3.0
+    assert rate_limit_wait({"X-Bkapi-RateLimit-Reset": "soon"}) is None
+    assert rate_limit_wait({}) is None
 
 
 async def test_rate_limit_envelope_without_header_retried_then_typed(
     aiohttp_server: ServerFactory, session: aiohttp.ClientSession
 ) -> None:
     c, app = await setup(aiohttp_server, session, retries=1)
-    app[FAULTS].rate_limit(times=3, retry_after=None, code=1642903)
+    app[FAULTS].rate_limit(times=3, reset_s=None, code=1642903)
     with pytest.raises(GatewayRateLimited) as info:
         await c.search("*", *WINDOW)
     assert info.value.code == 1642903 and len(app[REQUESTS]) == 2

@@ -24,6 +24,7 @@ from bot.digest.render import render_markdown, render_text
 from bot.digest.throttle import TokenBucket
 from tests.digest.conftest import Serve
 from tests.digest.world import (
+    ACCESS_TOKEN,
     AGENT_OFFLINE,
     SCRIPT_EXIT,
     SCRIPT_EXIT_MULTI,
@@ -169,7 +170,7 @@ async def test_bkjob_errors_are_named_and_the_rest_reported(
         return await handler(request)
 
     bkjob.middlewares.append(faults)
-    bkjob[FAULTS].rate_limit(times=1, retry_after=0)  # the first call is throttled once: retried
+    bkjob[FAULTS].rate_limit(times=1, reset_s=0)  # the first call is throttled once: retried
     settings = world_settings(
         bkjob_url=await serve(bkjob), bklog_url=await serve(w.bklog_app()), biz_ids=[2, 3]
     )
@@ -307,3 +308,54 @@ async def test_contract_json_shape(serve: Serve, session: aiohttp.ClientSession)
             assert isinstance(ex["job_instance_id"], int) and isinstance(ex["name"], str)
     assert [g["signature"] for g in body["groups"]] == ["script_exit_nonzero", None]
     assert isinstance(body["new_signatures"], list)
+
+
+# --------------------------------------------------------------------------- BK-JOB access modes
+
+
+async def _access_world(serve: Serve) -> tuple[World, str, str]:
+    w = World()
+    w.add_scenario(SCRIPT_EXIT, biz=2, at=before(FIRE, hours=3), job_name="发布-web")
+    return w, await serve(w.bkjob_app()), await serve(w.bklog_app())
+
+
+async def test_digest_reads_bk_job_through_the_system_apis(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    """The gateway refuses an unverified user; the app-only system APIs need only the app's grant."""
+    _world, bkjob_url, bklog_url = await _access_world(serve)
+    settings = world_settings(bkjob_url=bkjob_url, bklog_url=bklog_url, biz_ids=[2])
+    assert settings.bkjob.use_system_api
+    digest = await build(settings, session)
+    assert digest.total_failed_jobs == 1 and not digest.problems
+    assert [g.signature for g in digest.groups] == ["script_exit_nonzero"]
+
+
+async def test_digest_reads_bk_job_with_a_users_access_token(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    _world, bkjob_url, bklog_url = await _access_world(serve)
+    settings = world_settings(
+        bkjob_url=bkjob_url,
+        bklog_url=bklog_url,
+        biz_ids=[2],
+        bkjob={"use_system_api": False},
+        bk={"access_token": ACCESS_TOKEN},
+    )
+    digest = await build(settings, session)
+    assert digest.total_failed_jobs == 1 and not digest.problems
+    assert [g.signature for g in digest.groups] == ["script_exit_nonzero"]
+
+
+async def test_digest_with_an_unverified_user_says_how_to_get_access(
+    serve: Serve, session: aiohttp.ClientSession
+) -> None:
+    _world, bkjob_url, bklog_url = await _access_world(serve)
+    settings = world_settings(
+        bkjob_url=bkjob_url, bklog_url=bklog_url, biz_ids=[2], bkjob={"use_system_api": False}
+    )
+    digest = await build(settings, session)
+    assert digest.total_failed_jobs == 0 and not digest.groups
+    problems = "\n".join(digest.problems)
+    assert "1640001" in problems
+    assert "JOB_DOCTOR_BKJOB__USE_SYSTEM_API" in problems and "JOB_DOCTOR_BK__ACCESS_TOKEN" in problems

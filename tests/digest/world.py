@@ -26,6 +26,7 @@ from bot.devtools.scenarios import Scenario, load_scenarios
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
+ACCESS_TOKEN = "user-access-token-0123456789"  # a verified user, as the sandbox gateway knows it
 WEB_URL = "https://job.example.com"
 _TS = re.compile(r"^(\[?)(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3})", re.M)
 _TRACE = re.compile(r"\b[0-9a-f]{32}\b")
@@ -160,16 +161,21 @@ class World:
     # ------------------------------------------------------------------ servers
 
     def bkjob_app(self, **kw: Any) -> web.Application:
-        code, secret, _user = SANDBOX_APP
+        """The sandbox BK-JOB as a real gateway fronts it: user APIs need a verified user (the
+        test app is not exempt); the app is granted the system APIs; ACCESS_TOKEN is a user's."""
+        code, secret, user = SANDBOX_APP
+        kw.setdefault("system_apps", [code])
+        kw.setdefault("access_tokens", {ACCESS_TOKEN: user})
         return create_bkjob_app(self.jobs, app_code=code, app_secret=secret, **kw)
 
     def bklog_app(self, docs: DocsProvider | None = None) -> web.Application:
-        code, secret, _user = SANDBOX_APP
+        code, secret, user = SANDBOX_APP
         return create_bklog_app(
             docs if docs is not None else self.docs,
             app_code=code,
             app_secret=secret,
             index_set_id=SANDBOX_INDEX_SET,
+            access_tokens={ACCESS_TOKEN: user},  # BlueKing's auth service knows the token everywhere
         )
 
 
@@ -203,7 +209,14 @@ def world_settings(
             "retries": 0,
             "timeout_s": 5,
         },
-        "bkjob": {"base_url": bkjob_url, "web_url": WEB_URL, "retries": 1, "timeout_s": 5},
+        # the app-only system APIs (granted to the test app by the sandbox gateway)
+        "bkjob": {
+            "base_url": bkjob_url,
+            "web_url": WEB_URL,
+            "retries": 1,
+            "timeout_s": 5,
+            "use_system_api": True,
+        },
         "digest": {
             "biz_ids": biz_ids,
             "time_zone": TZ_NAME,

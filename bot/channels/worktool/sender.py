@@ -16,7 +16,9 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import structlog
@@ -30,6 +32,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 MAX_COMMANDS_PER_REQUEST = 100
 TEXT_COMMAND = 203
+# The history API reads `startTime`/`endTime` as date strings in China time, not epoch numbers.
+HISTORY_TZ = ZoneInfo("Asia/Shanghai")
+HISTORY_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _ACCEPTED_CODES = frozenset({0, 200})
 _MAX_BACKOFF_S = 30.0
 
@@ -167,6 +172,10 @@ def _as_list(value: Any) -> list[str]:
         except ValueError:
             return [value] if value else []
     return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def history_time(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, HISTORY_TZ).strftime(HISTORY_TIME_FORMAT)
 
 
 def _history_rows(data: Any) -> list[dict[str, Any]]:
@@ -320,11 +329,14 @@ class WorkToolSender:
         """
         url = f"{self._base}/robot/rawMsg/list"
         size = self._history_page_size
+        # A minute past now: the phone's clock and ours need not agree to the second.
+        window = {
+            "startTime": history_time(since_ms),
+            "endTime": history_time(int(time.time() * 1000) + 60_000),
+        }
         for page in range(1, self._history_max_pages + 1):
             await self._limiter.acquire()
-            params = self._params(
-                page=page, size=size, startTime=since_ms, type=TEXT_COMMAND, sort="run_time,desc"
-            )
+            params = self._params(page=page, size=size, type=TEXT_COMMAND, sort="run_time,desc", **window)
             try:
                 async with self._session.get(url, params=params, timeout=self._timeout) as resp:
                     if resp.status != 200:

@@ -25,7 +25,7 @@ class Fault:
     status: int | None = 500
     body: str | None = None  # raw body; None → a JSON envelope with `code`/`message`
     content_type: str = "application/json"
-    code: int | None = None
+    code: int | str | None = None  # BkLog's own codes are strings ("3600429")
     message: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
@@ -50,15 +50,26 @@ class Faults:
         page = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
         self.add(Fault(status=status, body=page, content_type="text/html"), times)
 
-    def rate_limit(self, times: int = 1, retry_after: float | None = 1, code: int = 1642902) -> None:
-        headers = {} if retry_after is None else {"Retry-After": f"{retry_after:g}"}
+    def rate_limit(self, times: int = 1, reset_s: int | None = 1, code: int = 1642902) -> None:
+        """The gateway's 429: `X-Bkapi-RateLimit-*` headers (the reset in whole seconds, as the
+        bk-rate-limit plugin sets it when the quota headers are on), never `Retry-After`."""
+        headers = (
+            {}
+            if reset_s is None
+            else {
+                "X-Bkapi-RateLimit-Limit": "100",
+                "X-Bkapi-RateLimit-Remaining": "0",
+                "X-Bkapi-RateLimit-Reset": str(int(reset_s)),
+                "X-Bkapi-RateLimit-Plugin": "bk-resource-rate-limit",
+            }
+        )
         msg = "API rate limit exceeded by stage strategy"
         self.add(Fault(status=429, code=code, message=msg, headers=headers), times)
 
     def delay(self, seconds: float, times: int = 1) -> None:
         self.add(Fault(status=None, delay_s=seconds), times)
 
-    def envelope(self, code: int, message: str, times: int = 1, status: int = 200) -> None:
+    def envelope(self, code: int | str, message: str, times: int = 1, status: int = 200) -> None:
         self.add(Fault(status=status, code=code, message=message), times)
 
     def clear(self) -> None:
@@ -94,12 +105,24 @@ REQUESTS = web.AppKey("requests", list[RecordedRequest])
 
 @dataclass(frozen=True, slots=True)
 class GatewayAuth:
-    """What the fake gateway in front of a service accepts."""
+    """What the fake gateway in front of a service accepts.
+
+    `verify_user`: the resources need a verified user (`userVerifiedRequired`, BK-JOB's public
+    APIs): an `access_token` the gateway knows (`access_tokens`, token → user), or an app on the
+    verified-user exemption list (`exempt_apps`); `bk_username` alone is refused with 1640001.
+    Paths under `system_prefix` are the app-only twins: no user check, but the app needs the grant
+    (`system_apps`), else 1640301.
+    """
 
     app_code: str
     app_secret: str
     require_username: bool = False
     tenant_id: str | None = None  # when set, X-Bk-Tenant-Id must equal it
+    verify_user: bool = False
+    exempt_apps: frozenset[str] = frozenset()
+    access_tokens: Mapping[str, str] = field(default_factory=dict)
+    system_prefix: str | None = None
+    system_apps: frozenset[str] = frozenset()
 
 
 GATEWAY_AUTH = web.AppKey("gateway_auth", GatewayAuth)
@@ -110,10 +133,10 @@ def new_request_id() -> str:
 
 
 def envelope(
-    data: Any, *, code: int = 0, message: str = "", result: bool | None = None, **extra: Any
+    data: Any, *, code: int | str = 0, message: str = "", result: bool | None = None, **extra: Any
 ) -> dict[str, Any]:
     return {
-        "result": (code == 0) if result is None else result,
+        "result": (code in (0, "0")) if result is None else result,
         "code": code,
         "message": message,
         "data": data,
@@ -126,6 +149,21 @@ def gateway_error(status: int, code: int, code_name: str, message: str) -> web.R
     """The API gateway's own error body (`code_name`, `data: null`, 16xxxxx)."""
     body = {"code_name": code_name, "data": None, "code": code, "message": message, "result": False}
     return web.json_response(body, status=status, headers={"X-Bkapi-Request-Id": new_request_id()})
+
+
+def request_user(request: web.Request) -> str:
+    """The user a request acts for: the access token's user when the gateway knows the token,
+    else the (unverified) `bk_username`."""
+    try:
+        creds = json.loads(request.headers.get("X-Bkapi-Authorization", "") or "{}")
+    except ValueError:
+        return ""
+    if not isinstance(creds, dict):
+        return ""
+    token = creds.get("access_token")
+    if token:
+        return str(request.app[GATEWAY_AUTH].access_tokens.get(token, ""))
+    return str(creds.get("bk_username") or "")
 
 
 def _check_auth(request: web.Request, auth: GatewayAuth, body: Any) -> web.Response | None:
@@ -148,14 +186,33 @@ def _check_auth(request: web.Request, auth: GatewayAuth, body: Any) -> web.Respo
     if creds.get("bk_app_code") != auth.app_code or creds.get("bk_app_secret") != auth.app_secret:
         reason = "bk_app_code or bk_app_secret is incorrect"
         return gateway_error(400, 1640001, "INVALID_ARGS", f'Parameters error [reason="{reason}"]')
-    if auth.require_username and not creds.get("bk_username"):
+    if auth.tenant_id is not None and request.headers.get("X-Bk-Tenant-Id") != auth.tenant_id:
+        return gateway_error(403, 1640301, "APP_NO_PERMISSION", "App has no permission to the resource")
+    if auth.system_prefix and request.path.startswith(auth.system_prefix):
+        if creds.get("bk_app_code") not in auth.system_apps:
+            return gateway_error(403, 1640301, "APP_NO_PERMISSION", "App has no permission to the resource")
+        return None  # app-only resources: no user is needed
+    return _check_user(creds, auth)
+
+
+def _check_user(creds: Mapping[str, Any], auth: GatewayAuth) -> web.Response | None:
+    token = creds.get("access_token")
+    if token:
+        if token not in auth.access_tokens:
+            reason = "access_token is invalid, url: http://bkauth.example.com/oauth/token, code: 403"
+            return gateway_error(400, 1640001, "INVALID_ARGS", f'Parameters error [reason="{reason}"]')
+        return None  # a verified user
+    if not (auth.require_username or auth.verify_user):
+        return None
+    if not creds.get("bk_username"):
         reason = (
             "user authentication failed, please provide a valid user identity,"
             " such as bk_username, bk_token, access_token"
         )
         return gateway_error(400, 1640001, "INVALID_ARGS", f'Parameters error [reason="{reason}"]')
-    if auth.tenant_id is not None and request.headers.get("X-Bk-Tenant-Id") != auth.tenant_id:
-        return gateway_error(403, 1640301, "APP_NO_PERMISSION", "App has no permission to the resource")
+    if auth.verify_user and creds.get("bk_app_code") not in auth.exempt_apps:
+        reason = "user authentication failed, the user indicated by bk_username is not verified"
+        return gateway_error(400, 1640001, "INVALID_ARGS", f'Parameters error [reason="{reason}"]')
     return None
 
 

@@ -1,9 +1,12 @@
-"""Sample BK-JOB API gateway (`bk-job` stage, `/api/v3/...`) over an in-memory dataset (reference §4).
+"""Sample BK-JOB API gateway (`bk-job` stage) over an in-memory dataset.
 
-Serves get_job_instance_list (paging, `status` filter, ms window, 30-day rule), get_job_instance_status,
-get_step_instance_status and batch_get_job_instance_ip_log with BK-JOB's `EsbResp` envelope
-(`job_request_id`) and its error codes. `legacy_list_keys=True` answers the list with the
-outdated doc keys (`id`, `task_status`, `task_type`).
+Serves get_job_instance_list (paging, `status` filter, ms window, 30-day rule, the server's
+`start` limit), get_job_instance_status, get_step_instance_status and batch_get_job_instance_ip_log
+with BK-JOB's `EsbResp` envelope (`job_request_id`) and its error codes, both as the public user
+APIs (`/api/v3/<api>`: the gateway wants a verified user, as `userVerifiedRequired: true` in
+bk-job's `support-files/bk-api-gateway/v3/resources.yaml` says) and as their app-only twins
+(`/api/v3/system/<api>`: the app must be granted them). `legacy_list_keys=True` answers the list
+with the outdated doc keys (`id`, `task_status`, `task_type`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from bot.devtools.sandbox import GatewayAuth, gateway_app, read_json
 CODE_MISSING_PARAM = 1241001
 CODE_ILLEGAL_PARAM = 1241002
 CODE_MISSING_TIME = 1241007
+CODE_ILLEGAL_PARAM_REASON = 1241010  # 请求参数[{0}]不合法，原因：{1}
 CODE_TASK_INSTANCE_NOT_EXIST = 1244006
 CODE_STEP_INSTANCE_NOT_EXIST = 1244007
 THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+MAX_LOG_HOSTS = 500  # batch_get_job_instance_ip_log hosts per call
 
 FINAL_STATUSES = frozenset({3, 4, 5, 6, 8, 9, 11, 13, 14})
 
@@ -138,10 +143,27 @@ def create_bkjob_app(
     tenant_id: str | None = None,
     legacy_list_keys: bool = False,
     max_length: int = 1000,
+    start_limit: int | None = 1000,
+    exempt_apps: Iterable[str] = (),
+    access_tokens: Mapping[str, str] | None = None,
+    system_apps: Iterable[str] = (),
 ) -> web.Application:
+    """`exempt_apps`, `access_tokens` and `system_apps` are the three ways past the gateway's user
+    verification (see `GatewayAuth`); `start_limit` is the server's cap on the list's `start`
+    (`startLimitEnabled`), None for a server without it."""
     jobs: dict[int, FakeJobInstance] = {j.job_instance_id: j for j in instances}
     app = gateway_app(
-        GatewayAuth(app_code=app_code, app_secret=app_secret, require_username=True, tenant_id=tenant_id)
+        GatewayAuth(
+            app_code=app_code,
+            app_secret=app_secret,
+            require_username=True,
+            tenant_id=tenant_id,
+            verify_user=True,
+            exempt_apps=frozenset(exempt_apps),
+            access_tokens=dict(access_tokens or {}),
+            system_prefix="/api/v3/system/",
+            system_apps=frozenset(system_apps),
+        )
     )
 
     def find_job(params: Mapping[str, Any]) -> FakeJobInstance:
@@ -193,6 +215,11 @@ def create_bkjob_app(
             length = _int(q, "length", default=20) or 20
             if start < 0 or length <= 0 or length > max_length:
                 raise _Err(CODE_ILLEGAL_PARAM, "请求参数不合法")
+            if start_limit is not None and start > start_limit:
+                # EsbGetJobInstanceListV3ResourceImpl.checkRequest with startLimitEnabled
+                raise _Err(
+                    CODE_ILLEGAL_PARAM_REASON, f"请求参数[start]不合法，原因：start must <= {start_limit}"
+                )
         except _Err as exc:
             return _resp(None, exc.code, exc.message)
         rows = [
@@ -300,7 +327,8 @@ def create_bkjob_app(
             job = find_job(body)
             step = find_step(job, body)
         except _Err as exc:
-            return _resp(None, exc.code, exc.message)
+            # an unknown step of a known job is answered like an unknown job here
+            return _resp(None, CODE_TASK_INSTANCE_NOT_EXIST, exc.message)
         host_ids = {int(x) for x in body.get("host_id_list") or []}
         ips = {
             (int(x.get("bk_cloud_id", 0)), str(x.get("ip")))
@@ -309,6 +337,8 @@ def create_bkjob_app(
         }
         if not host_ids and not ips:
             return _resp(None, CODE_MISSING_PARAM, "请求参数缺失：host_id_list/ip_list")
+        if len(host_ids) + len(ips) > MAX_LOG_HOSTS:
+            return _resp(None, CODE_MISSING_TIME, f"请求参数不合法：最多 {MAX_LOG_HOSTS} 台主机")
         chosen = [h for h in step.hosts if h.bk_host_id in host_ids or (h.bk_cloud_id, h.ip) in ips]
         data: dict[str, Any] = {
             "job_instance_id": job.job_instance_id,
@@ -340,8 +370,9 @@ def create_bkjob_app(
             ]
         return _resp(data)
 
-    app.router.add_get("/api/v3/get_job_instance_list", job_list)
-    app.router.add_get("/api/v3/get_job_instance_status", job_status)
-    app.router.add_get("/api/v3/get_step_instance_status", step_status)
-    app.router.add_post("/api/v3/batch_get_job_instance_ip_log", ip_logs)
+    for prefix in ("/api/v3/", "/api/v3/system/"):
+        app.router.add_get(prefix + "get_job_instance_list", job_list)
+        app.router.add_get(prefix + "get_job_instance_status", job_status)
+        app.router.add_get(prefix + "get_step_instance_status", step_status)
+        app.router.add_post(prefix + "batch_get_job_instance_ip_log", ip_logs)
     return app

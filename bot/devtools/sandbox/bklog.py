@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from bot.devtools.sandbox import REQUESTS, GatewayAuth, envelope, gateway_app, read_json
+from bot.devtools.sandbox import REQUESTS, GatewayAuth, envelope, gateway_app, read_json, request_user
 from bot.devtools.sandbox.lucene import (
     TEXT_FIELDS,
     Bool,
@@ -34,11 +34,15 @@ ENGINE_LOG_PATH = "/data/logs/job-execute/execute.log"
 MAX_RESULT_WINDOW = 10000
 DEFAULT_SIZE = 10
 
-CODE_VALIDATION = 3600001  # 参数验证失败
-CODE_INDEX_SET_ID_MISSING = 3632915  # 请输入索引集ID
-CODE_INDEX_SET_NOT_EXIST = 3623301  # 索引集不存在
-CODE_DSL_ERROR = 3624963  # 查询DSL错误
-CODE_ES_ERROR = 3624960  # EsClient 查询错误
+# BkLog answers its own errors with HTTP 200, `result: false` and the code as a *string*.
+CODE_VALIDATION = "3600001"  # 参数验证失败
+CODE_INDEX_SET_ID_MISSING = "3632915"  # 请输入索引集ID
+CODE_INDEX_SET_NOT_EXIST = "3623301"  # 索引集不存在
+CODE_NO_APPROVED_INDEX = "3624964"  # 索引集没有已审批通过的索引信息
+CODE_DSL_ERROR = "3624963"  # 查询DSL错误
+CODE_ES_ERROR = "3624960"  # EsClient 查询错误
+CODE_PERMISSION_DENIED = "9900403"  # IAM: no `search_log` on the index set
+CODE_THROTTLED = "3600429"  # QoS throttle after Elasticsearch timeouts
 
 Doc = Mapping[str, Any]
 DocsProvider = Sequence[Doc] | Callable[[], Iterable[Doc]]
@@ -47,7 +51,7 @@ _RELATIVE = {"5m": 5, "15m": 15, "30m": 30, "1h": 60, "4h": 240, "12h": 720, "1d
 
 
 class _BkLogError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -55,6 +59,8 @@ class _BkLogError(Exception):
 
 # --------------------------------------------------------------------------- documents from raw logs
 
+# the MDC block of the engine's pattern: `[job-execute,<traceId>,<spanId>] ` (empty when unset)
+_TRACE_BLOCK = re.compile(r"\[[\w-]+,([0-9a-f]{32})?,[0-9a-f]*(?:,[^\]]*)?\] ")
 _FILE_TS = re.compile(r"^\[(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3})\]")
 _CONSOLE_TS = re.compile(r"^(\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3})\s")
 
@@ -89,10 +95,15 @@ def docs_from_records(
     first_gse_index: int = 1,
     cloud_id: int = 0,
     extra: Mapping[str, Any] | None = None,
+    line_field: str = "log",
+    trace_field: str | None = None,
 ) -> list[dict[str, Any]]:
     """BkLog documents for raw engine log text, one per record, as the BkLog collector makes them.
 
     `dtEventTimeStamp` is the record's own timestamp read in `time_zone`, as epoch ms (string).
+    With `trace_field` the documents look like another install's: the logging pattern has no
+    `[app,traceId,spanId]` block, and the collector puts the traceId in a field of its own;
+    `line_field` names the field that holds the line.
     """
     tz = ZoneInfo(time_zone)
     pairs = split_records(text)
@@ -115,11 +126,17 @@ def docs_from_records(
             "dtEventTimeStamp": str(ms),
             "gseIndex": first_gse_index + i,
             "iterationIndex": i,
-            "log": record,
+            line_field: record,
             "path": path,
             "serverIp": server_ip,
             "time": str(ms),
         }
+        if trace_field:
+            m = _TRACE_BLOCK.search(record.split("\n", 1)[0])
+            if m:
+                doc[line_field] = record.replace(m.group(0), "", 1)
+                if m.group(1):
+                    doc[trace_field] = m.group(1)
         if extra:
             doc.update(extra)
         docs.append(doc)
@@ -269,15 +286,27 @@ def _highlight(text: str, literals: Sequence[str]) -> str:
 
 
 class _Search:
-    def __init__(self, provider: DocsProvider, index_set_ids: frozenset[int], server_tz: ZoneInfo) -> None:
+    def __init__(
+        self,
+        provider: DocsProvider,
+        index_set_ids: frozenset[int],
+        server_tz: ZoneInfo,
+        *,
+        searchers: frozenset[str] | None = None,
+        unapproved: frozenset[int] = frozenset(),
+        text_fields: frozenset[str] = TEXT_FIELDS,
+    ) -> None:
         self.provider = provider
         self.index_set_ids = index_set_ids
         self.server_tz = server_tz
+        self.searchers = searchers
+        self.unapproved = unapproved
+        self.text_fields = text_fields
 
     def docs(self) -> list[Doc]:
         return list(self.provider() if callable(self.provider) else self.provider)
 
-    def check_index_set(self, raw: Any) -> int:
+    def check_index_set(self, raw: Any, user: str) -> int:
         if raw in (None, ""):
             raise _BkLogError(CODE_INDEX_SET_ID_MISSING, "请输入索引集ID")
         try:
@@ -286,6 +315,13 @@ class _Search:
             raise _BkLogError(CODE_VALIDATION, "参数验证失败：index_set_id 必须是整数") from None
         if index_set_id not in self.index_set_ids:
             raise _BkLogError(CODE_INDEX_SET_NOT_EXIST, "索引集不存在")
+        if self.searchers is not None and user not in self.searchers:
+            # IAM: the user lacks `search_log` on this index set
+            raise _BkLogError(
+                CODE_PERMISSION_DENIED, f"您没有该操作的权限：日志检索（索引集 {index_set_id}），用户 {user}"
+            )
+        if index_set_id in self.unapproved:
+            raise _BkLogError(CODE_NO_APPROVED_INDEX, f"索引集【{index_set_id}】没有已审批通过的索引信息")
         return index_set_id
 
     def run(
@@ -293,7 +329,9 @@ class _Search:
     ) -> tuple[Query, list[Doc], int]:
         begin_ms, end_ms = _window(body, self.server_tz)
         try:
-            query = parse_query(str(query_string if query_string is not None else "*"))
+            query = parse_query(
+                str(query_string if query_string is not None else "*"), text_fields=self.text_fields
+            )
         except LuceneSyntaxError as exc:
             raise _BkLogError(
                 CODE_DSL_ERROR, f'查询DSL错误, ERROR DSL is : "{query_string}" ({exc})'
@@ -333,18 +371,40 @@ def create_bklog_app(
     index_set_id: int | Iterable[int],
     tenant_id: str | None = None,
     server_time_zone: str = "UTC",
+    searchers: Iterable[str] | None = None,
+    unapproved_index_sets: Iterable[int] = (),
+    text_fields: Iterable[str] = TEXT_FIELDS,
+    access_tokens: Mapping[str, str] | None = None,
 ) -> web.Application:
-    """The sample BkLog gateway stage; mount it at the URL the client's `base_url` points to."""
+    """The sample BkLog gateway stage; mount it at the URL the client's `base_url` points to.
+
+    `searchers`: the users IAM lets search the index sets (None: everyone); `unapproved_index_sets`:
+    index sets without an approved index; `text_fields`: analysed text fields (the rest are keywords).
+    """
     ids = frozenset([index_set_id] if isinstance(index_set_id, int) else [int(i) for i in index_set_id])
-    search = _Search(docs_provider, ids, ZoneInfo(server_time_zone))
-    app = gateway_app(GatewayAuth(app_code=app_code, app_secret=app_secret, tenant_id=tenant_id))
+    search = _Search(
+        docs_provider,
+        ids,
+        ZoneInfo(server_time_zone),
+        searchers=None if searchers is None else frozenset(searchers),
+        unapproved=frozenset(unapproved_index_sets),
+        text_fields=frozenset(text_fields),
+    )
+    app = gateway_app(
+        GatewayAuth(
+            app_code=app_code,
+            app_secret=app_secret,
+            tenant_id=tenant_id,
+            access_tokens=dict(access_tokens or {}),
+        )
+    )
     started = time.monotonic
 
     async def esquery(request: web.Request) -> web.Response:
         body = await read_json(request)
         t0 = started()
         try:
-            index = search.check_index_set(body.get("index_set_id"))
+            index = search.check_index_set(body.get("index_set_id"), request_user(request))
             _, page, total = search.run(
                 body,
                 body.get("query_string", "*"),
@@ -375,7 +435,7 @@ def create_bklog_app(
         body = await read_json(request)
         t0 = started()
         try:
-            index = search.check_index_set(request.match_info["index_set_id"])
+            index = search.check_index_set(request.match_info["index_set_id"], request_user(request))
             query, page, total = search.run(
                 body,
                 body.get("keyword") or "*",

@@ -140,6 +140,41 @@ async def test_gateway_auth_error_exits_2_with_one_line(bklog: tuple[web.Applica
     assert "wrong" not in res.stderr
 
 
+async def test_no_search_log_permission_exits_2_naming_the_permission_and_the_index_set() -> None:
+    """BkLog's IAM denial (HTTP 200, result false, "9900403") is a set-up error, not a report."""
+    sc = scenario("agent_offline_117")
+    app = create_bklog_app(
+        docs_from_records(sc.logs_text), app_code=APP[0], app_secret=APP[1], index_set_id=9, searchers=["ops"]
+    )
+    runner, url = await start_site(app)
+    try:
+        res = await analyze(url, "--step-id", "20031265375", "--json")
+    finally:
+        await runner.cleanup()
+    assert res.returncode == 2 and res.stdout == ""
+    [line] = res.stderr.strip().splitlines()
+    assert "9900403" in line and "search_log" in line and "index set 9" in line and APP[2] in line
+
+
+async def test_index_set_without_an_approved_index_exits_2() -> None:
+    sc = scenario("agent_offline_117")
+    app = create_bklog_app(
+        docs_from_records(sc.logs_text),
+        app_code=APP[0],
+        app_secret=APP[1],
+        index_set_id=9,
+        unapproved_index_sets=[9],
+    )
+    runner, url = await start_site(app)
+    try:
+        res = await analyze(url, "--step-id", "20031265375")
+    finally:
+        await runner.cleanup()
+    assert res.returncode == 2 and res.stdout == ""
+    [line] = res.stderr.strip().splitlines()
+    assert "3624964" in line and "index set 9" in line
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -26,3 +26,22 @@ async def test_scenario_through_pipeline(scenario: object) -> None:
     if report.stage != "unknown":
         assert report.summary and report.root_cause
         assert report.timeline
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+async def test_scenario_without_trace_header_but_a_trace_field(scenario: object) -> None:
+    """An install whose logging pattern has no `[job-execute,traceId,spanId]` block and whose
+    collector extracts `traceId` into a field: the same diagnosis comes out."""
+    async with aiohttp.ClientSession() as session:
+        with_header = await run_scenario(scenario, session)  # type: ignore[arg-type]
+        with_field = await run_scenario(scenario, session, trace_field="traceId")  # type: ignore[arg-type]
+    assert not with_field.error, with_field.error
+    assert with_field.ok, "\n".join(with_field.problems)
+    a, b = with_header.report, with_field.report
+    assert a is not None and b is not None
+    assert (b.stage, b.fault_side, b.signature) == (a.stage, a.fault_side, a.signature)
+    assert sorted(b.request_ids) == sorted(a.request_ids)
+    assert [t.status for t in b.timeline] == [t.status for t in a.timeline]
+    # traces are searched by the field only (exact): never by the line's header or a wildcard
+    assert not any(q.startswith(("[trace_id]", "[trace_wildcard]")) for q in b.queries)
+    assert any(q.startswith("[trace_field] traceId:") for q in b.queries) == bool(a.request_ids)

@@ -5,9 +5,11 @@
 ``receivedContent``) and answers ``{"code": 200, "message": "操作成功", "data": "<messageId>"}``,
 or ``{"code": 101011, "message": "数据格式错误"}`` / ``101013 非法权限`` (unknown robot) with HTTP 200.
 Accepted text commands are "delivered" at once: they show up in `delivered` and, as execution
-results, in ``GET /robot/rawMsg/list?robotId=ID&page=&size=&startTime=&type=`` (``data.list`` rows
-with ``messageId, errorCode, errorReason, runTime, timeCost, type, rawMsg, rawSuccess,
-successList, failList``; newest first).
+results, in ``GET /robot/rawMsg/list?robotId=ID&page=&size=&startTime=&endTime=&type=`` as the real
+cloud serves it: ``startTime``/``endTime`` are date strings ``YYYY-MM-DD HH:MM:SS`` in China time
+(an epoch number is a format error, code 101011), ``data`` is a bare array of rows with
+``messageId, errorCode, errorReason, runTime`` (a string such as ``2024-04-28T11:00:00``)``,
+timeCost, type, rawMsg, rawSuccess, successList, failList``; newest first.
 
 Fault injection for the next send requests: `fail_next` (HTTP 500), `rate_limit_next` (HTTP 429),
 `hang_next` (the commands ARE recorded as sent, then the answer is held back longer than the
@@ -26,7 +28,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -34,6 +38,19 @@ SEND_PATH = "/wework/sendRawMessage"
 HISTORY_PATH = "/robot/rawMsg/list"
 OK = {"code": 200, "message": "操作成功"}
 MAX_COMMANDS = 100
+CHINA = ZoneInfo("Asia/Shanghai")
+FORMAT_ERROR = {"code": 101011, "message": "数据格式错误", "data": None}
+
+
+def _china_time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, CHINA).replace(tzinfo=None)
+
+
+def _query_time(value: str | None) -> datetime | None:
+    """`YYYY-MM-DD HH:MM:SS` (China time), the only form the history API reads."""
+    if value is None:
+        return None
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
 
 
 @dataclass(frozen=True)
@@ -170,7 +187,7 @@ class FakeWorkTool:
                 "messageId": message_id,
                 "errorCode": failed_code,
                 "errorReason": "查找聊天窗失败" if failed_code else "",
-                "runTime": self.clock_ms(),
+                "runMs": self.clock_ms(),  # for filtering; the wire shows `runTime` as a string
                 "timeCost": 4.5,
                 "type": command["type"],
                 "rawMsg": json.dumps(raw, ensure_ascii=False),
@@ -220,16 +237,23 @@ class FakeWorkTool:
         try:
             page = int(query.get("page", "1"))
             size = int(query.get("size", "10"))
-            start = int(query.get("startTime", "0"))
+            start = _query_time(query.get("startTime"))
+            end = _query_time(query.get("endTime"))
             wanted_type = int(query["type"]) if "type" in query else None
         except ValueError:
-            return web.json_response({"code": 101011, "message": "数据格式错误", "data": None})
+            return web.json_response(FORMAT_ERROR)
         rows = [
             row
             for row in reversed(self.history)
-            if row["runTime"] >= start and (wanted_type is None or row["type"] == wanted_type)
+            if (start is None or _china_time(row["runMs"]) >= start)
+            and (end is None or _china_time(row["runMs"]) <= end)
+            and (wanted_type is None or row["type"] == wanted_type)
         ]
-        chunk = rows[(page - 1) * size : page * size]
-        return web.json_response(
-            {**OK, "data": {"list": chunk, "total": len(rows), "page": page, "size": size}}
-        )
+        chunk = [
+            {
+                **{k: v for k, v in row.items() if k != "runMs"},
+                "runTime": _china_time(row["runMs"]).isoformat(),
+            }
+            for row in rows[(page - 1) * size : page * size]
+        ]
+        return web.json_response({**OK, "data": chunk})

@@ -150,6 +150,7 @@ async def test_two_replicas_post_one_digest_per_day(
         "JOB_DOCTOR_BK__APP_SECRET": secret,
         "JOB_DOCTOR_BK__USERNAME": user,
         "JOB_DOCTOR_BKJOB__BASE_URL": await url(jobs.bkjob_app()),
+        "JOB_DOCTOR_BKJOB__USE_SYSTEM_API": "true",  # the sandbox verifies users; the digest app may read system APIs
         "JOB_DOCTOR_BKJOB__WEB_URL": "https://job.example.com",
         "JOB_DOCTOR_DIGEST__BIZ_IDS": "[2]",
         "JOB_DOCTOR_DIGEST__TARGETS": json.dumps(

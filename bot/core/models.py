@@ -157,11 +157,42 @@ class Evidence(BaseModel):
     why: str = ""
 
 
+class TimelineEvent(BaseModel):
+    time: str | None = None
+    text: str
+
+
+MAX_PHASE_EVENTS = 5
+
+
 class TimelineEntry(BaseModel):
     phase: str
     status: PhaseStatus
     time: str | None = None
     note: str = ""
+    # what happened in the phase, in time order (at most MAX_PHASE_EVENTS), so the timeline reads
+    # like a log of the run
+    events: list[TimelineEvent] = Field(default_factory=list)
+
+
+MAX_GROUP_HOSTS = 10
+
+
+class HostGroup(BaseModel):
+    """Hosts of the step that ended alike (BK-JOB's result group: status and exit code / tag)."""
+
+    status: int
+    status_zh: str = ""
+    exit_code: int | None = None
+    count: int = 0
+    hosts: list[str] = Field(default_factory=list)  # "ip" or "cloud:ip", at most MAX_GROUP_HOSTS
+    output: list[str] = Field(default_factory=list)  # the decisive output lines, as printed (masked)
+    why: str = ""  # what the output (or the status) means
+
+
+class Window(BaseModel):
+    start: str  # ISO 8601 with offset
+    end: str
 
 
 class Actions(BaseModel):
@@ -194,3 +225,6 @@ class DiagnosisReport(BaseModel):
     queries: list[str] = Field(default_factory=list)  # the BkLog queries that ran, in order
     notices: list[str] = Field(default_factory=list)  # e.g. "未配置模型，以下为规则诊断"
     earlier_runs: list[str] = Field(default_factory=list)  # summaries of earlier executeCounts
+    scope: str | None = None  # "biz:2" | "biz_set:ID": the business the step belongs to, when known
+    window: Window | None = None  # the BkLog window searched
+    host_groups: list[HostGroup] = Field(default_factory=list)

@@ -16,7 +16,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bot.core.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage
+from bot.core.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage, Window
 from bot.core.resources import data_file
 from bot.diagnosis.collector import Collected
 from bot.diagnosis.condense import Condensed
@@ -193,6 +193,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
         queries=[q.describe() for q in c.queries],
         links=list(inp.links),
         notices=list(inp.notices),
+        window=(Window(start=c.window[0].isoformat(), end=c.window[1].isoformat()) if c.window else None),
         source="rules",
     )
     if c.empty or cond is None or not cond.records:

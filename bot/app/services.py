@@ -248,6 +248,7 @@ async def build_services(
             metrics=metrics,
             model_step=model.step if model else None,
             clock=opts.clock,
+            redactor=redactor,
         )
         analyze: Analyze = opts.analyze or JobAnalyzer(analyzer, scrubber)
 

@@ -203,6 +203,35 @@ class StepInstanceStatus(_Model):
         return [h for g in self.groups for h in g.hosts]
 
 
+class StepDetail(_Model):
+    """What get_step_instance_detail says about a step's settings (its script stays unread)."""
+
+    step_instance_id: int
+    name: str = ""
+    type: int | None = None  # 1 script, 2 file, 3 manual confirm
+    timeout_s: int | None = None  # script_info.script_timeout / file_info.timeout
+    account: str = ""  # the execution account's name
+    ignore_error: bool = False
+
+    @classmethod
+    def from_api(cls, step_instance_id: int, d: Mapping[str, Any]) -> StepDetail:
+        script = d.get("script_info") if isinstance(d.get("script_info"), Mapping) else None
+        files = d.get("file_info") if isinstance(d.get("file_info"), Mapping) else None
+        info: Mapping[str, Any] = script or files or {}
+        timeout = info.get("script_timeout") if script else info.get("timeout")
+        account: Any = info.get("account")
+        if files and not account and isinstance(files.get("file_destination"), Mapping):
+            account = files["file_destination"].get("account")
+        return cls(
+            step_instance_id=_int(d.get("id")) or step_instance_id,
+            name=str(d.get("name") or ""),
+            type=_int(d.get("type")),
+            timeout_s=_int(timeout),
+            account=str(account.get("name") or "") if isinstance(account, Mapping) else "",
+            ignore_error=_int(info.get("is_ignore_error")) == 1,
+        )
+
+
 class JobInstanceSummary(_Model):
     """One item of get_job_instance_list (real keys and the doc's outdated ones both read)."""
 
@@ -485,6 +514,24 @@ class BkJobClient:
             total_time_ms=_int(data.get("total_time")),
             groups=groups,
         )
+
+    async def get_step_instance_detail(
+        self,
+        bk_scope_id: int | str,
+        job_instance_id: int,
+        step_instance_id: int,
+        *,
+        bk_scope_type: str = "biz",
+    ) -> StepDetail:
+        api = "get_step_instance_detail"
+        params = {
+            "bk_scope_type": bk_scope_type,
+            "bk_scope_id": bk_scope_id,
+            "job_instance_id": job_instance_id,
+            "step_instance_id": step_instance_id,
+        }
+        data = self._data(await self._call("GET", api, params=params), api)
+        return StepDetail.from_api(step_instance_id, data)
 
     async def get_job_instance_list(
         self,

@@ -188,6 +188,8 @@ class HostGroup(BaseModel):
     hosts: list[str] = Field(default_factory=list)  # "ip" or "cloud:ip", at most MAX_GROUP_HOSTS
     output: list[str] = Field(default_factory=list)  # the decisive output lines, as printed (masked)
     why: str = ""  # what the output (or the status) means
+    # hosts whose status points at the agent: "10.0.0.3 异常（有损状态，版本 2.1.5）" (GSE, now)
+    agents: list[str] = Field(default_factory=list)
 
 
 class Window(BaseModel):

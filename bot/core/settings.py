@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.core.scope import parse_scope
+
 ENV_PREFIX = "JOB_DOCTOR_"
 DEFAULT_CONFIG_NAME = "job-doctor.toml"
 
@@ -97,8 +99,19 @@ class BkJobSettings(Credentials):
     use_system_api: bool = False
     timeout_s: float = Field(default=10.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
+    # Failing hosts per result group whose output is read (0 = never read host output), and how
+    # many of the output's last lines are looked at.
+    host_logs: int = Field(default=3, ge=0, le=50)
+    host_log_tail_lines: int = Field(default=30, ge=1, le=1000)
+    # Businesses to try, in order, for an id given without one (one cheap call each).
+    scopes: list[str] = Field(default_factory=list)
 
     _v = field_validator("base_url", "web_url", mode="before")(_url)
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(str(parse_scope(s)) for s in v))
 
 
 class GseSettings(Credentials):
@@ -172,6 +185,13 @@ class ChatSettings(_Section):
     allowed_users: list[str] = Field(default_factory=list)  # empty = all
     user_rate_per_min: int = Field(default=6, ge=1)
     group_rate_per_min: int = Field(default=20, ge=1)
+    # chat name (or id) → its business, "biz:2": ids asked there are looked up in that business
+    group_scopes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("group_scopes")
+    @classmethod
+    def _group_scopes(cls, v: dict[str, str]) -> dict[str, str]:
+        return {str(chat).strip(): str(parse_scope(scope)) for chat, scope in v.items() if str(chat).strip()}
 
 
 class DigestTarget(_Section):

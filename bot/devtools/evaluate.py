@@ -13,13 +13,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
+from aiohttp import web
 
 from bot.app.services import AppOptions, build_services
 from bot.core.models import DiagnosisReport
 from bot.core.settings import Settings
+from bot.delivery.render import render_text
 from bot.devtools.sandbox import start_site
+from bot.devtools.sandbox.bkjob import create_bkjob_app
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
-from bot.devtools.scenarios import Scenario, load_scenarios, time_span
+from bot.devtools.sandbox.gse import create_gse_app
+from bot.devtools.scenarios import Scenario, ScenarioExpectation, load_scenarios, time_span
+from bot.devtools.world import agents_of, job_from
 from bot.diagnosis.pipeline import AnalysisRequest
 
 SANDBOX_APP = ("job-doctor-sandbox", "sandbox-secret", "sandbox")
@@ -60,18 +65,46 @@ def sandbox_settings(base_url: str, **overrides: object) -> Settings:
     return Settings(**data)  # type: ignore[arg-type]
 
 
+def _host_problems(exp: ScenarioExpectation, report: DiagnosisReport) -> list[str]:
+    problems = []
+    if exp.scope is not None and report.scope != exp.scope:
+        problems.append(f"scope {report.scope} != {exp.scope}")
+    got = report.host_groups
+    if exp.host_groups and len(got) != len(exp.host_groups):
+        problems.append(f"host groups {[(g.status, g.exit_code, g.count) for g in got]}")
+    for want, g in zip(exp.host_groups, got, strict=False):
+        if (g.status, g.exit_code, g.count) != (want.status, want.exit_code, want.count):
+            problems.append(
+                f"host group {(g.status, g.exit_code, g.count)} != {(want.status, want.exit_code, want.count)}"
+            )
+        if want.output_contains and not any(want.output_contains in line for line in g.output):
+            problems.append(f"host group output {g.output} lacks {want.output_contains!r}")
+        said = "\n".join([g.why, *g.agents])
+        if want.why_contains and want.why_contains not in said:
+            problems.append(f"host group why {said!r} lacks {want.why_contains!r}")
+    return problems
+
+
 def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
     exp = sc.expected
     res = ScenarioResult(sc.name, report)
     evidence = "\n".join(e.text for e in report.evidence)
     missing_keys = [k for k in exp.key_lines if k not in evidence]
+    host_problems = _host_problems(exp, report)
+    dumped = report.model_dump_json()
+    leaked = [s for s in exp.absent if s in dumped or s in render_text(report)]
     res.checks = {
         "stage": report.stage == exp.stage,
         "fault_side": report.fault_side == exp.fault_side,
         "key_lines": not missing_keys,
         "request_ids": set(report.request_ids) == set(exp.request_ids),
         "missing_info": bool(report.missing_info) == exp.expect_missing_info,
+        "hosts": not host_problems,
+        "secrets": not leaked,
     }
+    res.problems.extend(host_problems)
+    if leaked:
+        res.problems.append(f"planted secrets reached the report: {len(leaked)}")
     if not res.checks["stage"]:
         res.problems.append(f"stage {report.stage} != {exp.stage}")
     if not res.checks["fault_side"]:
@@ -87,17 +120,40 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
     return res
 
 
+async def _bkjob_world(sc: Scenario, runners: list[web.AppRunner]) -> dict[str, object]:
+    """Sandbox BK-JOB and GSE answering the scenario's bkjob.json; the settings that reach them."""
+    if sc.bkjob is None:
+        return {}
+    code, secret, user = SANDBOX_APP
+    job = job_from(sc.bkjob)
+    bkjob = create_bkjob_app([job], app_code=code, app_secret=secret, system_apps=[code])
+    gse = create_gse_app(agents_of(sc), app_code=code, app_secret=secret)
+    urls = []
+    for app in (bkjob, gse):
+        runner, url = await start_site(app)
+        runners.append(runner)
+        urls.append(url)
+    creds = {"app_code": code, "app_secret": secret, "username": user}
+    return {
+        # a bare id: the business is found by trying the configured ones, the wrong one first
+        "bkjob": {"base_url": urls[0], "use_system_api": True, "scopes": ["biz:1", sc.bkjob.scope], **creds},
+        "gse": {"base_url": urls[1], **creds},
+    }
+
+
 async def run_scenario(
     sc: Scenario, session: aiohttp.ClientSession, *, trace_field: str | None = None
 ) -> ScenarioResult:
     """`trace_field`: serve the logs as an install whose lines carry no `[app,traceId,spanId]`
-    block and whose collector puts the traceId in that field (the bot configured to match)."""
+    block and whose collector puts the traceId in that field (the bot configured to match).
+    A scenario with bkjob.json also gets the sandbox BK-JOB and GSE answering for its job."""
     code, secret, _user = SANDBOX_APP
     docs = docs_from_records(sc.logs_text, trace_field=trace_field)
     app = create_bklog_app(docs, app_code=code, app_secret=secret, index_set_id=SANDBOX_INDEX_SET)
     runner, url = await start_site(app)
+    runners = [runner]
     try:
-        settings = sandbox_settings(url)
+        settings = sandbox_settings(url, **await _bkjob_world(sc, runners))
         if trace_field:
             bklog = settings.bklog.model_copy(update={"trace_field": trace_field})
             settings = settings.model_copy(update={"bklog": bklog})
@@ -116,7 +172,8 @@ async def run_scenario(
     except Exception as exc:  # one broken scenario must not hide the others
         return ScenarioResult(sc.name, None, error=f"{type(exc).__name__}: {exc}")
     finally:
-        await runner.cleanup()
+        for r in runners:
+            await r.cleanup()
 
 
 async def run_all(root: Path | None = None) -> list[ScenarioResult]:
@@ -127,7 +184,7 @@ async def run_all(root: Path | None = None) -> list[ScenarioResult]:
 
 def format_results(results: list[ScenarioResult]) -> str:
     lines = []
-    names = ["stage", "fault_side", "key_lines", "request_ids", "missing_info"]
+    names = ["stage", "fault_side", "key_lines", "request_ids", "missing_info", "hosts", "secrets"]
     for r in results:
         if r.error:
             lines.append(f"ERROR {r.name}: {r.error}")

@@ -20,16 +20,70 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.core.models import FaultSide, Stage
+from bot.core.scope import parse_scope
 from bot.diagnosis.parser import split_records as parser_split_records
 
 LOGS_FILE = "logs.txt"
 EXPECTED_FILE = "expected.json"
+BKJOB_FILE = "bkjob.json"  # optional: what BK-JOB (and GSE) answer about the scenario's step
 CORPUS = Path(__file__).resolve().parent / "corpus"  # the scenario corpus the product ships
 
 # A record starts at a timestamp-led line: `[2024-05-30 11:09:00.240] ...` (file pattern) or
 # `2024-05-30 11:09:00.240 ...` (≤3.12 console pattern). Anything else continues the record.
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BkJobHost(_Data):
+    bk_host_id: int
+    ip: str
+    bk_cloud_id: int = 0
+    bk_agent_id: str = ""
+    status: int  # host status (ExecuteObjectTaskStatusEnum)
+    exit_code: int = 0
+    error_code: int = 0
+    output: list[str] = Field(default_factory=list)  # the script output (or file log), line by line
+
+
+class BkJobStep(_Data):
+    step_instance_id: int
+    name: str = ""
+    type: int = 1  # 1 script, 2 file
+    status: int = 4  # RunStatus: 2 running, 3 success, 4 failed, ...
+    execute_count: int = 0
+    start: str  # "YYYY-MM-DD HH:MM:SS[.fff]" in the scenario's time zone
+    end: str | None = None  # None: not finished
+    timeout_s: int = 3600
+    account: str = "root"
+    hosts: list[BkJobHost] = Field(default_factory=list)
+
+
+class BkJobData(_Data):
+    """bkjob.json: the BK-JOB answers for the scenario's job instance, and GSE's agent states."""
+
+    scope: str  # "biz:2" | "biz_set:ID"
+    job_instance_id: int
+    name: str = ""
+    status: int = 4
+    steps: list[BkJobStep] = Field(min_length=1)
+    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)  # agent id → GSE state
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        return str(parse_scope(value))
+
+
+class ExpectedGroup(_Data):
+    status: int
+    exit_code: int | None = None
+    count: int
+    output_contains: str = ""  # a substring of the group's decisive output
+    why_contains: str = ""
 
 
 class ScenarioExpectation(BaseModel):
@@ -47,6 +101,11 @@ class ScenarioExpectation(BaseModel):
     description: str = ""
     start_request_id: str | None = None  # start from this traceId instead of the step id
     signature: str | None = None  # expected catalog entry id (a hint)
+    # with bkjob.json: the business found, the host groups (in report order, failing first) and
+    # strings (planted secrets) that must appear nowhere in the report
+    scope: str | None = None
+    host_groups: list[ExpectedGroup] = Field(default_factory=list)
+    absent: list[str] = Field(default_factory=list)
 
     @field_validator("request_ids")
     @classmethod
@@ -77,6 +136,7 @@ class Scenario:
     path: Path
     logs_text: str
     expected: ScenarioExpectation
+    bkjob: BkJobData | None = None
 
     @property
     def records(self) -> list[str]:
@@ -119,11 +179,17 @@ def split_records(text: str) -> list[str]:
 def load_scenario(path: Path) -> Scenario:
     logs_text = decode_log_bytes((path / LOGS_FILE).read_bytes())
     raw: Any = json.loads((path / EXPECTED_FILE).read_text(encoding="utf-8-sig"))
+    bkjob = path / BKJOB_FILE
     return Scenario(
         name=path.name,
         path=path,
         logs_text=logs_text,
         expected=ScenarioExpectation.model_validate(raw),
+        bkjob=(
+            BkJobData.model_validate(json.loads(bkjob.read_text(encoding="utf-8-sig")))
+            if bkjob.is_file()
+            else None
+        ),
     )
 
 
@@ -152,9 +218,12 @@ def write_scenario(
         text += "\n"
     (folder / LOGS_FILE).write_text(text, encoding="utf-8")
     payload = model.model_dump(exclude_none=False)
-    for optional in ("start_request_id", "signature"):
+    for optional in ("start_request_id", "signature", "scope"):
         if payload.get(optional) is None:
             payload.pop(optional, None)
+    for empty in ("host_groups", "absent"):
+        if not payload.get(empty):
+            payload.pop(empty, None)
     (folder / EXPECTED_FILE).write_text(
         json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )

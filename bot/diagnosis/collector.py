@@ -2,9 +2,10 @@
 
 step id → BkLog lines naming the step (plus `<step>_<n>` keys) → the traceIds those lines
 carry (a chain can span several; each retry is its own run) → one query per traceId, latest
-run first → merged, de-duplicated, ordered records. A traceId whose phrase query adds
-nothing is retried as a wildcard term (the standard analyzer may glue a traceId ending in a
-digit to a spanId starting with one). Queries are bounded and listed in the result.
+run first → merged, de-duplicated, ordered records. A traceId ending in a digit is searched as a
+wildcard term (the standard analyzer glues it to a spanId starting with a digit, so a phrase
+query would miss those lines); others by phrase, retried as a wildcard when asked to and the
+phrase found nothing. Queries are bounded and listed in the result.
 When nothing is found, one probe tells "no lines for this id" from "no engine lines at all".
 """
 
@@ -133,8 +134,12 @@ class Collector:
         its spanId (only possible when it ends in a digit)."""
         if self.templates.layout.trace_field:
             return await self._run(out, seen, "trace_field", start, end, trace_id=trace)
+        if trace[-1].isdigit():
+            # Lines whose spanId starts with a digit hold `<traceId>,<spanId>` as one token: a phrase
+            # query would find only the others, so the wildcard (which finds both) goes first.
+            return await self._run(out, seen, "trace_wildcard", start, end, trace_id=trace)
         added = await self._run(out, seen, "trace_id", start, end, trace_id=trace)
-        if not added and (always_fallback or trace[-1].isdigit()) and self._budget_left(out) > 0:
+        if not added and always_fallback and self._budget_left(out) > 0:
             added = await self._run(out, seen, "trace_wildcard", start, end, trace_id=trace)
         return added
 

@@ -15,15 +15,19 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from bot.clients.bkjob import BkJobClient
+from bot.clients.bkjob import BkJobClient, JobInstanceStatus
 from bot.clients.bklog import BkLogClient, QueryTemplates
-from bot.clients.gateway import GatewayError
 from bot.clients.gse import GseClient
 from bot.core.metrics import Metrics
 from bot.core.models import AnalysisJob, DiagnosisReport
+from bot.core.redact import Redactor
+from bot.core.scope import Scope, parse_scope, scope_of
 from bot.core.settings import Settings
+from bot.diagnosis.agents import AgentTarget, agent_facts
 from bot.diagnosis.collector import Collected, Collector
 from bot.diagnosis.condense import Condensed, condense
+from bot.diagnosis.hosts import StepFacts, find_job, gather
+from bot.diagnosis.output import OutputCatalog, output_catalog
 from bot.diagnosis.rules import RuleInputs, build_rule_report
 from bot.diagnosis.signatures import Catalog, SignatureMatch
 
@@ -65,6 +69,12 @@ class AnalysisRequest:
         )
 
 
+@dataclass(frozen=True)
+class _JobLookup:
+    status: JobInstanceStatus | None = None
+    gap: str = ""
+
+
 class Analyzer:
     def __init__(
         self,
@@ -78,6 +88,8 @@ class Analyzer:
         metrics: Metrics | None = None,
         model_step: ModelStep | None = None,
         clock: Callable[[], datetime] | None = None,
+        redactor: Redactor | None = None,
+        outputs: OutputCatalog | None = None,
     ) -> None:
         self.settings = settings
         self.bklog = bklog
@@ -87,6 +99,9 @@ class Analyzer:
         self.gse = gse
         self.metrics = metrics
         self.model_step = model_step
+        # host output is masked where it is read: it may reach the model, the store and chats
+        self.mask: Callable[[str], str] = redactor or Redactor()
+        self.outputs = outputs or output_catalog()
         self.tz = ZoneInfo(settings.bklog.time_zone)
         self._clock = clock or (lambda: datetime.now(self.tz))
 
@@ -95,29 +110,29 @@ class Analyzer:
 
     # ------------------------------------------------------------------ window
 
-    async def _window(self, req: AnalysisRequest) -> tuple[datetime, datetime, str | None]:
+    async def _known_job(self, req: AnalysisRequest, scope: Scope | None) -> _JobLookup:
+        """The job instance a link named (scope and task known), read before BkLog is searched:
+        its step's times narrow the window and the host lookup reuses the answer."""
+        if self.bkjob is None or scope is None or not req.task_instance_id:
+            return _JobLookup()
+        found, status, why = await find_job(self.bkjob, req.task_instance_id, [scope])
+        return _JobLookup(status=status if found else None, gap=why)
+
+    def _window(self, req: AnalysisRequest, known: _JobLookup) -> tuple[datetime, datetime]:
         now = self._clock()
         cfg = self.settings.bklog
         if req.since or req.until:
             until = req.until or now
             since = req.since or until - timedelta(days=cfg.lookback_days)
-            return since, until, None
-        if self.bkjob and req.task_instance_id and req.bk_scope_id and req.step_instance_id:
-            try:
-                status = await self.bkjob.get_job_instance_status(
-                    req.bk_scope_id, req.task_instance_id, bk_scope_type=req.bk_scope_type or "biz"
-                )
-                for step in status.steps:
-                    if step.step_instance_id == req.step_instance_id and step.start_time:
-                        end = step.end_time or now
-                        return (
-                            step.start_time - timedelta(seconds=cfg.pad_before_s),
-                            min(now, end + timedelta(seconds=cfg.pad_after_s)),
-                            None,
-                        )
-            except GatewayError as exc:
-                return now - timedelta(days=cfg.lookback_days), now, f"BK-JOB 查询步骤时间失败：{exc.zh}"
-        return now - timedelta(days=cfg.lookback_days), now, None
+            return since, until
+        step = known.status.step(req.step_instance_id) if known.status and req.step_instance_id else None
+        if step is not None and step.start_time:
+            end = step.end_time or now
+            return (
+                step.start_time - timedelta(seconds=cfg.pad_before_s),
+                min(now, end + timedelta(seconds=cfg.pad_after_s)),
+            )
+        return now - timedelta(days=cfg.lookback_days), now
 
     # ------------------------------------------------------------------ main
 
@@ -125,9 +140,9 @@ class Analyzer:
         notices: list[str] = []
         if req.step_instance_id is None and not req.request_id:
             raise ValueError("need a step instance id or a request id")
-        start, end, note = await self._window(req)
-        if note:
-            notices.append(note)
+        scope = scope_of(req.bk_scope_type, req.bk_scope_id)
+        known = await self._known_job(req, scope)
+        start, end = self._window(req, known)
         if self.bklog is None:
             collected = Collected(step_instance_id=req.step_instance_id, window=(start, end))
             collected.error = "未配置 BkLog（JOB_DOCTOR_BKLOG__BASE_URL / INDEX_SET_ID）"
@@ -149,7 +164,11 @@ class Analyzer:
                 condense, collected.records, step_instance_id=step_id, execute_count=req.execute_count
             )
             match = await asyncio.to_thread(self.catalog.best, cond.records)
-        enrichment = await self._enrich(match, req, cond)
+        task = req.task_instance_id or (cond.task_instance_id if cond else None) or collected.task_instance_id
+        hosts, hosts_gap = await self._step_facts(req, scope, known, task, step_id, cond)
+        enrichment, gaps = await self._agents_from_logs(match, hosts)
+        if known.gap:
+            gaps.insert(0, known.gap)
         report = build_rule_report(
             RuleInputs(
                 collected=collected,
@@ -157,9 +176,14 @@ class Analyzer:
                 match=match,
                 step_instance_id=step_id,
                 request_id=req.request_id,
-                links=self._links(req, cond, step_id),
+                links=self._links(req, cond, step_id, hosts.scope if hosts else scope),
                 enrichment=enrichment,
                 notices=notices,
+                gaps=gaps,
+                hosts=hosts,
+                hosts_gap=hosts_gap,
+                scope=str(scope) if scope else None,
+                now=self._clock(),
             )
         )
         if req.request_id and req.request_id not in report.request_ids and report.request_ids:
@@ -178,16 +202,17 @@ class Analyzer:
 
     # ------------------------------------------------------------------ extras
 
-    def _links(self, req: AnalysisRequest, cond: Condensed | None, step_id: int | None) -> list[str]:
+    def _links(
+        self, req: AnalysisRequest, cond: Condensed | None, step_id: int | None, scope: Scope | None
+    ) -> list[str]:
         web = self.settings.bkjob.web_url
         task = req.task_instance_id or (cond.task_instance_id if cond else None)
         if web is None or task is None:
             return []
         root = str(web).rstrip("/")
         ec = cond.execute_count if cond and cond.execute_count is not None else req.execute_count
-        if req.bk_scope_id and step_id:
-            scope = req.bk_scope_type or "biz"
-            link = f"{root}/{scope}/{req.bk_scope_id}/execute/step/{task}?stepInstanceId={step_id}"
+        if scope is not None and step_id:
+            link = f"{root}/{scope.type}/{scope.id}/execute/step/{task}?stepInstanceId={step_id}"
             return [link + (f"&retryCount={ec}" if ec is not None else "")]
         if step_id:
             return [
@@ -196,50 +221,71 @@ class Analyzer:
             ]
         return [f"{root}/api_execute/{task}"]
 
-    async def _enrich(
-        self, match: SignatureMatch | None, req: AnalysisRequest, cond: Condensed | None
-    ) -> list[str]:
-        """Optional facts from GSE / BK-JOB; each failure is noted, never fatal."""
-        out: list[str] = []
-        if self.gse is not None and match is not None and "gse_agent_state" in match.facts:
-            agents = [a for a in (match.values.get("agent_id", "") or "").split("、") if a and a != "未知"]
-            agents = [a.split(":", 1)[1] if a.startswith("1:") else a for a in agents][:50]
-            if agents:
-                try:
-                    states = await self.gse.agent_states(agents)
-                    for agent in agents:
-                        st = states.get(agent)
-                        if st is None or not st.found:
-                            out.append(
-                                f"GSE 当前查不到 Agent {agent} 的状态（可能未安装或 agent id 不匹配）。"
-                            )
-                        else:
-                            alive = "正常" if st.alive else "异常"
-                            out.append(f"GSE 当前 Agent {agent} 状态：{st.status_zh}（{alive}）。")
-                except GatewayError as exc:
-                    out.append(f"查询 GSE Agent 状态失败：{exc.zh}")
-        if (
-            self.bkjob is not None
-            and req.bk_scope_id
-            and cond
-            and cond.task_instance_id
-            and cond.step_instance_id
-        ):
-            try:
-                step = await self.bkjob.get_step_instance_status(
-                    req.bk_scope_id,
-                    cond.task_instance_id,
-                    cond.step_instance_id,
-                    bk_scope_type=req.bk_scope_type or "biz",
-                )
-                for group in step.groups[:5]:
-                    ips = "、".join(h.ip or str(h.bk_host_id) for h in group.hosts[:5])
-                    more = "等" if len(group.hosts) > 5 else ""
-                    out.append(
-                        f"BK-JOB 主机结果：{group.result_type_desc or group.result_type} {group.host_size} 台（{ips}{more}）"
-                    )
-            except GatewayError as exc:
-                out.append(f"查询 BK-JOB 步骤状态失败：{exc.zh}")
-            except AttributeError:
-                pass
-        return out
+    async def _step_facts(
+        self,
+        req: AnalysisRequest,
+        scope: Scope | None,
+        known: _JobLookup,
+        task: int | None,
+        step: int | None,
+        cond: Condensed | None,
+    ) -> tuple[StepFacts | None, str]:
+        """BK-JOB's view of the step, or why it was not asked (a line for missing_info)."""
+        cfg = self.settings.bkjob
+        if self.bkjob is None:
+            return None, (
+                "未配置 BK-JOB 接口（JOB_DOCTOR_BKJOB__BASE_URL），报告没有失败主机的输出；"
+                "脚本打印的错误行往往就是原因，可在 BK-JOB 步骤详情中查看"
+            )
+        if task is None or step is None:
+            return (
+                None,
+                "日志中没有该步骤的作业实例 ID，无法向 BK-JOB 查询主机结果；可直接粘贴该步骤的 BK-JOB 链接",
+            )
+        if known.gap:  # the job the link named was already asked for and not found: said once
+            return None, ""
+        candidates = [parse_scope(s) for s in cfg.scopes]
+        if scope is None and not candidates:
+            return None, (
+                "不知道该步骤属于哪个业务，没有读取失败主机的输出：粘贴该步骤的 BK-JOB 链接即可"
+                "（链接中带业务 ID），或请管理员为本群配置业务（JOB_DOCTOR_CHAT__GROUP_SCOPES）"
+                "或候选业务（JOB_DOCTOR_BKJOB__SCOPES）"
+            )
+        execute_count = cond.execute_count if cond and cond.execute_count is not None else req.execute_count
+        facts = await gather(
+            self.bkjob,
+            self.gse,
+            cfg,
+            self.outputs,
+            scope=scope,
+            candidates=candidates,
+            task=task,
+            step=step,
+            execute_count=execute_count,
+            mask=self.mask,
+            job=known.status,
+        )
+        return facts, ""
+
+    async def _agents_from_logs(
+        self, match: SignatureMatch | None, hosts: StepFacts | None
+    ) -> tuple[list[str], list[str]]:
+        """Agent state of the hosts a signature names by agent id (when BK-JOB's host groups did
+        not already say it): facts for the cause, and what could not be learnt."""
+        if match is None or "gse_agent_state" not in match.facts:
+            return [], []
+        if hosts is not None and any(g.status in self.outputs.agent_statuses for g in hosts.groups):
+            return [], []
+        ids = [a for a in (match.values.get("agent_id", "") or "").split("、") if a and a != "未知"]
+        targets = [
+            AgentTarget(label=a, agent_id=a.split(":", 1)[1] if a.startswith("1:") else a) for a in ids[:50]
+        ]
+        if not targets:
+            return [], []
+        facts = await agent_facts(self.gse, targets)
+        lines = [
+            f"GSE 当前 Agent {t.label} 状态：{facts.states[t.label]}。"
+            for t in targets
+            if t.label in facts.states
+        ]
+        return lines, [facts.gap] if facts.gap else []

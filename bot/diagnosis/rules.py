@@ -11,6 +11,7 @@ import functools
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -20,8 +21,10 @@ from bot.core.models import STAGE_ZH, Actions, DiagnosisReport, Evidence, Stage,
 from bot.core.resources import data_file
 from bot.diagnosis.collector import Collected
 from bot.diagnosis.condense import Condensed
+from bot.diagnosis.hosts import StepFacts, hosts_line
 from bot.diagnosis.records import LogRecord
 from bot.diagnosis.signatures import SignatureMatch
+from bot.diagnosis.stuck import stuck_report
 
 MAX_EVIDENCE = 10
 CONFIDENT = 0.55  # a match this sure settles the cause: its hints become actions, not missing info
@@ -87,8 +90,13 @@ class RuleInputs:
     step_instance_id: int | None
     request_id: str | None
     links: list[str] = field(default_factory=list)
-    enrichment: list[str] = field(default_factory=list)  # extra facts (agent state, host groups)
+    enrichment: list[str] = field(default_factory=list)  # extra facts (agent state from the logs' ids)
     notices: list[str] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)  # lookups that failed: what they would have told
+    hosts: StepFacts | None = None  # what BK-JOB says about the step (None: not asked)
+    hosts_gap: str = ""  # why BK-JOB was not asked, when its host output would have helped
+    scope: str | None = None  # the business the request named, when BK-JOB was not asked
+    now: datetime | None = None
 
 
 def evidence_of(rec: LogRecord, why: str) -> Evidence:
@@ -197,7 +205,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
         source="rules",
     )
     if c.empty or cond is None or not cond.records:
-        return _no_lines_report(inp, base)
+        return _finish(_no_lines_report(inp, base), inp, wants_output=True)
 
     missing: list[str] = []
     if c.truncated:
@@ -211,7 +219,8 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
     if match is not None:
         evidence = _merge_evidence(match.evidence(), _failing_key_lines(cond))
         cause = match.cause
-        hints = list(match.missing_info)
+        # the hints of a host_output entry say how to read the output by hand: moot once read
+        hints = [] if "host_output" in match.facts and _output_read(inp) else list(match.missing_info)
         actions = match.actions
         if match.confidence >= CONFIDENT:
             # The lines settle the cause: what the hints suggest is a next step, not a gap.
@@ -219,7 +228,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
             hints, missing = [], [m for m in missing if not m.startswith(tuple(STAGE_ZH.values()))]
         if inp.enrichment:
             cause = cause + "\n" + "\n".join(inp.enrichment)
-        return base.model_copy(
+        report = base.model_copy(
             update={
                 "summary": match.summary,
                 "stage": match.stage,
@@ -233,6 +242,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
                 "confidence": match.confidence,
             }
         )
+        return _finish(report, inp, wants_output="host_output" in match.facts)
 
     # No known signature: report what the timeline shows, with honest low confidence.
     stage = _first_fail_stage(cond)
@@ -261,7 +271,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
         missing.append("未匹配到已知故障特征：请结合相关日志与主机执行日志人工确认")
     if inp.enrichment:
         cause = cause + "\n" + "\n".join(inp.enrichment)
-    return base.model_copy(
+    report = base.model_copy(
         update={
             "summary": summary,
             "stage": stage,
@@ -275,3 +285,64 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
             "confidence": confidence,
         }
     )
+    return _finish(report, inp, wants_output=stage in ("execution", "unknown"))
+
+
+def _output_read(inp: RuleInputs) -> bool:
+    return inp.hosts is not None and inp.hosts.output_read and bool(inp.hosts.primary_line)
+
+
+def _finish(report: DiagnosisReport, inp: RuleInputs, *, wants_output: bool) -> DiagnosisReport:
+    """What BK-JOB said about the step (scope, host groups, what the hosts printed) and what the
+    lookups could not learn; a step that has not finished becomes a report of where it is stuck."""
+    facts = inp.hosts
+    cause, missing = report.root_cause, list(report.missing_info)
+    update: dict[str, object] = {}
+    scope = facts.scope if facts is not None and facts.scope is not None else None
+    update["scope"] = str(scope) if scope is not None else inp.scope
+    if facts is not None:
+        update["host_groups"] = list(facts.groups)
+        if line := hosts_line(facts.groups):
+            cause += f"\n主机结果：{line}"
+    if wants_output and facts is not None and facts.output_read and facts.primary_line:
+        primary = facts.primary
+        if primary is not None:
+            cause += f"\n失败主机的输出说明了原因：{primary.explain(facts.primary_line)}"
+            actions = report.actions
+            update["actions"] = actions.model_copy(
+                update={"immediate": [*primary.actions, *actions.immediate]}
+            )
+            if report.stage == "execution":
+                update["fault_side"] = primary.fault_side
+            update["confidence"] = max(report.confidence, CONFIDENT)
+    elif facts is not None and facts.output_read and facts.primary is not None:
+        # the cause is another one (an agent down, say), but other hosts failed on their own
+        primary = facts.primary
+        cause += f"\n另有失败主机的输出说明：{primary.explain(facts.primary_line)}"
+        actions = report.actions
+        update["actions"] = actions.model_copy(update={"immediate": [*actions.immediate, *primary.actions]})
+    elif wants_output and facts is not None and facts.output_read and facts.failing:
+        cause += "\n失败主机没有输出任何内容（脚本在打印之前就失败了，或输出被重定向）。"
+    elif (
+        wants_output
+        and facts is not None
+        and facts.step is not None
+        and not facts.failing
+        and not facts.running
+    ):
+        missing.append(
+            "BK-JOB 中该步骤这次执行没有失败的主机结果（可能已重试成功，或日志中的执行次数与 BK-JOB 不一致）"
+        )
+    elif wants_output and inp.hosts_gap:
+        missing.append(inp.hosts_gap)
+    gaps = [*inp.gaps, *(facts.gaps if facts is not None else [])]
+    for gap in gaps:
+        if wants_output and gap.startswith("BK-JOB 暂时无法访问"):
+            gap += "，报告仅依据引擎日志；失败主机的输出（脚本打印的错误行）可稍后发送「重新分析」取得"
+        if gap not in missing:
+            missing.append(gap)
+    update["root_cause"], update["missing_info"] = cause, missing
+    report = report.model_copy(update=update)
+    if facts is not None and facts.running:
+        report = stuck_report(report, facts, inp.now)
+    return report

@@ -62,6 +62,8 @@ class FakeStep:
     end_time: int | None = None
     total_time: int | None = None
     hosts: list[FakeHost] = field(default_factory=list)
+    timeout_s: int = 3600
+    account: str = "root"
 
 
 @dataclass
@@ -330,9 +332,10 @@ def create_bkjob_app(
             # an unknown step of a known job is answered like an unknown job here
             return _resp(None, CODE_TASK_INSTANCE_NOT_EXIST, exc.message)
         host_ids = {int(x) for x in body.get("host_id_list") or []}
+        # "如果host_id_list与ip_list同时存在，将忽略ip_list参数" (the API doc)
         ips = {
             (int(x.get("bk_cloud_id", 0)), str(x.get("ip")))
-            for x in body.get("ip_list") or []
+            for x in (body.get("ip_list") or [] if not host_ids else [])
             if isinstance(x, dict)
         }
         if not host_ids and not ips:
@@ -370,7 +373,43 @@ def create_bkjob_app(
             ]
         return _resp(data)
 
+    async def step_detail(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            job = find_job(q)
+            step = find_step(job, q)
+        except _Err as exc:
+            return _resp(None, exc.code, exc.message)
+        account = {"id": 1, "name": step.account}
+        server = {
+            "ip_list": [
+                {"bk_host_id": h.bk_host_id, "bk_cloud_id": h.bk_cloud_id, "ip": h.ip} for h in step.hosts
+            ]
+        }
+        data: dict[str, Any] = {"id": step.step_instance_id, "name": step.name, "type": step.type}
+        if step.type == 2:
+            data["file_info"] = {
+                "file_source_list": [],
+                "file_destination": {"path": "/tmp", "account": account, "server": server},
+                "timeout": step.timeout_s,
+                "transfer_mode": 2,
+                "is_ignore_error": 0,
+            }
+        else:
+            data["script_info"] = {
+                "script_type": 1,
+                "script_language": 1,
+                "script_param": "",
+                "script_timeout": step.timeout_s,
+                "account": account,
+                "server": server,
+                "is_param_sensitive": 0,
+                "is_ignore_error": 0,
+            }
+        return _resp(data)
+
     for prefix in ("/api/v3/", "/api/v3/system/"):
+        app.router.add_get(prefix + "get_step_instance_detail", step_detail)
         app.router.add_get(prefix + "get_job_instance_list", job_list)
         app.router.add_get(prefix + "get_job_instance_status", job_status)
         app.router.add_get(prefix + "get_step_instance_status", step_status)

@@ -24,7 +24,7 @@ SignatureStage = Literal[
     "parameter_check", "initialization", "dispatch", "execution", "result_polling", "callback"
 ]
 # Live lookups a match may ask for (`facts`); the pipeline knows how to gather each of them.
-Fact = Literal["gse_agent_state"]
+Fact = Literal["gse_agent_state", "host_output"]
 
 
 class SignatureSpec(BaseModel):

@@ -32,6 +32,11 @@ def test_scenario_stage_and_side(catalog: Catalog, name: str) -> None:
     ]
     known = {k: str(expected[k]) for k in ("step_instance_id", "task_instance_id") if expected.get(k)}
     best = catalog.best(records, known)
+    if (folder / "bkjob.json").is_file():
+        # BK-JOB's answers (host output, a step still running) settle the side or the stage here;
+        # the engine lines alone must still pick the expected entry
+        assert (best.id if best else None) == expected.get("signature")
+        return
     if expected["stage"] == "unknown":
         assert best is None
         return

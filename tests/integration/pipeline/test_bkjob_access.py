@@ -123,7 +123,11 @@ async def test_each_way_past_user_verification_gives_the_step_facts(
 ) -> None:
     report, bkjob = await analyze(**access)
     assert report.signature == "script_exit_nonzero"
-    assert "BK-JOB 主机结果" in report.root_cause and "10.0.3.7" in report.root_cause
+    assert report.scope == "biz:2"
+    assert [(g.status, g.exit_code, g.count, g.hosts, g.output) for g in report.host_groups] == [
+        (104, 1, 1, ["10.0.3.7"], ["deploy failed"])
+    ]
+    assert "1 台 exit_code=1（10.0.3.7）：`deploy failed`" in report.root_cause
     assert not any("BK-JOB" in n for n in report.notices)  # the step's own window came from BK-JOB
     paths = {r.path for r in bkjob[REQUESTS]}
     system = "bkjob" in access
@@ -133,7 +137,7 @@ async def test_each_way_past_user_verification_gives_the_step_facts(
 async def test_an_unverified_user_gets_the_logs_report_and_the_way_out(analyze: Analyze) -> None:
     report, _ = await analyze()
     assert report.signature == "script_exit_nonzero"  # the report is built from BkLog alone
-    note = "\n".join([*report.notices, report.root_cause])
+    note = "\n".join(report.missing_info)
     assert (
         "1640001" in note
         and "JOB_DOCTOR_BKJOB__USE_SYSTEM_API" in note
@@ -143,13 +147,12 @@ async def test_an_unverified_user_gets_the_logs_report_and_the_way_out(analyze: 
 
 async def test_a_biz_set_link_is_looked_up_as_a_biz_set(analyze: Analyze) -> None:
     report, bkjob = await analyze(scope=("biz_set", "9991001"), bkjob={"use_system_api": True})
-    assert "BK-JOB 主机结果" in report.root_cause
+    assert report.scope == "biz_set:9991001" and report.host_groups[0].output == ["deploy failed"]
     assert {r.query.get("bk_scope_type") for r in bkjob[REQUESTS] if r.method == "GET"} == {"biz_set"}
     assert report.links and "/biz_set/9991001/execute/step/" in report.links[0]
     # asked as business 9991001, BK-JOB knows no such job: the facts are missing, said so
     wrong, _ = await analyze(
         scope=("biz_set", "9991001"), asked_scope=("biz", "9991001"), bkjob={"use_system_api": True}
     )
-    assert "BK-JOB 主机结果" not in wrong.root_cause and "作业实例不存在" in "\n".join(
-        [*wrong.notices, wrong.root_cause]
-    )
+    assert not wrong.host_groups and wrong.scope == "biz:9991001"
+    assert any("作业实例 20026188230 不在业务 biz:9991001 中" in m for m in wrong.missing_info)

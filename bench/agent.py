@@ -42,7 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's tests
 from bot.app.services import AppOptions, build_bklog, build_services
 from bot.clients.bklog import BkLogClient, load_query_templates
 from bot.core.logsetup import configure_logging
-from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET, last_timestamp, sandbox_settings
+from bot.core.settings import Settings
+from bot.devtools.evaluate import (
+    SANDBOX_APP,
+    SANDBOX_INDEX_SET,
+    bkjob_world,
+    last_timestamp,
+    sandbox_settings,
+)
 from bot.devtools.sandbox import start_site
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
 from bot.devtools.scenarios import Scenario, load_scenarios
@@ -176,6 +183,8 @@ class Run:
     prompt_tokens: int
     seconds: float
     ideal_s: float
+    prompt_chars: int = 0  # the first model request's user message
+    host_output: bool = False  # it carried BK-JOB's host groups and output
 
     @property
     def ratio(self) -> float:
@@ -200,12 +209,22 @@ def _tokens(fake: FakeOpenAI) -> int:
     return sum(len(r.raw) // 4 for r in fake.requests)
 
 
+def _user_prompt(fake: FakeOpenAI) -> str:
+    if not fake.requests:
+        return ""
+    body = json.loads(fake.requests[0].raw)
+    return "".join(m["content"] or "" for m in body["messages"] if m["role"] == "user")
+
+
 async def run_ours(sc: Scenario, session: aiohttp.ClientSession, model_s: float, bklog_s: float) -> Run:
     runners, bk_url, llm_url, spans, fake = await serve_fakes(sc, model_s, bklog_s, design_model)
     try:
+        # scenarios with BK-JOB's answers get them: the host output goes into the same prompt
+        world = await bkjob_world(sc, runners)
         settings = sandbox_settings(
             bk_url,
             llm={"base_url": llm_url, "api_key": API_KEY, "model": "m", "timeout_s": 10, "deadline_s": 30},
+            **world,
         )
         now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
         async with build_services(
@@ -222,7 +241,16 @@ async def run_ours(sc: Scenario, session: aiohttp.ClientSession, model_s: float,
             seconds = time.monotonic() - started
         first_call = fake.requests[0].at if fake.requests else float("inf")
         ideal = spans.waves(before=first_call) * bklog_s + (model_s if fake.requests else 0.0)
-        return Run(len(fake.requests), len(spans.items), _tokens(fake), seconds, ideal)
+        prompt = _user_prompt(fake)
+        return Run(
+            len(fake.requests),
+            len(spans.items),
+            _tokens(fake),
+            seconds,
+            ideal,
+            prompt_chars=len(prompt),
+            host_output="BK-JOB 主机结果" in prompt,
+        )
     finally:
         for r in runners:
             await r.cleanup()
@@ -335,6 +363,13 @@ async def main(model_ms: float, bklog_ms: float, limit: int | None) -> None:
         f"{'max model calls / diagnosis':<40}{max(r.calls for r in ours):>16}{max(r.calls for r in react):>14}"
     )
     print(f"diagnoses where our model used a tool: {tool_runs}/{len(ours)}")
+    with_hosts = [r for r in ours if r.host_output]
+    budget = Settings().llm.prompt_max_chars
+    print(
+        f"prompts with BK-JOB host output: {len(with_hosts)}/{len(ours)}, model calls there (median) "
+        f"{statistics.median(r.calls for r in with_hosts) if with_hosts else 0:.0f}, largest prompt "
+        f"{max((r.prompt_chars for r in ours), default=0)} chars of the {budget}-char budget"
+    )
     print(
         f"speed-up (ReAct time / ours, per scenario): median {statistics.median(speedups):.2f}x, "
         f"min {min(speedups):.2f}x, max {max(speedups):.2f}x"

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from bot.core.metrics import Metrics
 from bot.core.models import AnalysisJob, ChatTarget, IncomingMessage, Reply, ReplyKind, Requester
+from bot.core.scope import Scope, parse_scope, scope_of
 from bot.core.settings import Settings
 from bot.core.store import Store
 from bot.core.tasks import TaskTracker
@@ -106,14 +107,15 @@ class ConversationService:
             if fresh is not None:
                 await self.replies.send_report(requester, key, f"cached:{turn_key(msg)}")
                 return
+        scope = scope_of(ref.bk_scope_type, ref.bk_scope_id) or self.chat_scope(msg)
         job = AnalysisJob(
             request_key=key,
             step_instance_id=ref.step_instance_id if ref.kind != "request" else None,
             request_id=ref.request_id,
             task_instance_id=ref.task_instance_id,
             execute_count=ref.execute_count,
-            bk_scope_type=ref.bk_scope_type,
-            bk_scope_id=ref.bk_scope_id,
+            bk_scope_type=scope.type if scope else None,
+            bk_scope_id=scope.id if scope else None,
             force=force,
         )
         result = await self.jobs.submit(job, requester)
@@ -138,6 +140,14 @@ class ConversationService:
         )
         if claimed:
             await self.say(msg, texts.PROGRESS.format(what=what), kind="progress")
+
+    def chat_scope(self, msg: IncomingMessage) -> Scope | None:
+        """The business configured for this chat (CHAT__GROUP_SCOPES, by name or id), if any."""
+        scopes = self.settings.chat.group_scopes
+        if not msg.is_group or not scopes:
+            return None
+        raw = scopes.get(msg.chat_name) or scopes.get(msg.chat_id)
+        return parse_scope(raw) if raw else None
 
     async def resolve_task_only(self, ref: IdRef) -> IdRef | None:
         if self.locator is None or ref.task_instance_id is None or ref.bk_scope_id is None:

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 from bot.app.services import AppOptions, build_services
 from bot.cli.common import EXIT_OK, EXIT_USAGE, fail
 from bot.core.redact import Redactor
+from bot.core.scope import Scope, parse_scope, scope_of
 from bot.core.settings import Settings
 from bot.delivery.render import render_text
 from bot.diagnosis.pipeline import AnalysisRequest, BkLogConfigError
+from handlers.ids import extract_ids
 
 
 def parse_when(value: str | None, tz: str) -> datetime | None:
@@ -35,7 +37,27 @@ def request_of(settings: Settings, args: argparse.Namespace) -> AnalysisRequest 
     """The request the arguments ask for, or the one-line reason they are wrong."""
     step_id: int | None = None
     request_id: str | None = None
-    if args.step_id is not None:
+    task_id: int | None = None
+    execute_count: int | None = args.execute_count
+    scope: Scope | None = None
+    if getattr(args, "scope", None):
+        try:
+            scope = parse_scope(args.scope)
+        except ValueError as exc:
+            return f"--scope: {exc}"
+    if getattr(args, "url", None):
+        refs = [r for r in extract_ids(str(args.url), max_ids=1).refs if r.kind == "step" and "/" in r.source]
+        if not refs:
+            return "--url must be a BK-JOB link that names a step (stepInstanceId=… or /api_execute_step/…)"
+        ref = refs[0]
+        step_id, task_id = ref.step_instance_id, ref.task_instance_id
+        if execute_count is None:
+            execute_count = ref.execute_count
+        linked = scope_of(ref.bk_scope_type, ref.bk_scope_id)
+        if scope is not None and linked is not None and scope != linked:
+            return f"--scope {scope} contradicts the link's business {linked}"
+        scope = scope or linked
+    elif args.step_id is not None:
         raw = str(args.step_id).strip()
         if not raw.isdigit() or len(raw) > 19 or int(raw) == 0 or int(raw) > 2**63 - 1:
             return f"--step-id must be a positive number (got {raw[:40]!r})"
@@ -57,7 +79,10 @@ def request_of(settings: Settings, args: argparse.Namespace) -> AnalysisRequest 
     return AnalysisRequest(
         step_instance_id=step_id,
         request_id=request_id,
-        execute_count=args.execute_count,
+        task_instance_id=task_id,
+        bk_scope_type=scope.type if scope else None,
+        bk_scope_id=scope.id if scope else None,
+        execute_count=execute_count,
         since=since,
         until=until,
         use_model=settings.llm.enabled and not args.no_llm,

@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     ids = a.add_mutually_exclusive_group(required=True)
     ids.add_argument("--step-id", help="stepInstanceId of the failed step")
     ids.add_argument("--request-id", help="request id / traceId (32 hex)")
+    ids.add_argument(
+        "--url", help="a BK-JOB link that names the step (its business and job instance come along)"
+    )
+    a.add_argument(
+        "--scope", help="the step's business: biz:ID or biz_set:ID (when the id alone does not say)"
+    )
     a.add_argument("--json", action="store_true", help="print the DiagnosisReport JSON only")
     a.add_argument("--no-llm", action="store_true", help="rule-based report even when a model is configured")
     a.add_argument(

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from bot.core.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport, Evidence
+from bot.core.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport, Evidence, HostGroup
 
 HEADER_PREFIX = "【job-doctor 诊断报告】"
 MARKDOWN_MAX_BYTES = 20480  # AI bot stream content / response_url markdown (wecom-channels.md §2)
@@ -88,6 +88,8 @@ def _source_line(report: DiagnosisReport) -> str:
 
 def _run_line(report: DiagnosisReport) -> str:
     bits = []
+    if report.scope:
+        bits.append(f"业务 {report.scope}")
     if report.task_instance_id is not None:
         bits.append(f"作业实例 taskInstanceId={report.task_instance_id}")
     if report.execute_count is not None:
@@ -107,6 +109,47 @@ def _drop_order(evidence: Sequence[Evidence]) -> list[int]:
 
 def _phase_name(phase: str) -> str:
     return STAGE_ZH.get(phase, phase)
+
+
+# --------------------------------------------------------------------------- host groups
+
+HOSTS_TITLE = "主机结果"
+MAX_SHOWN_GROUPS = 6
+
+
+def _group_head(g: HostGroup) -> str:
+    what = g.status_zh or f"状态 {g.status}"
+    if g.exit_code is not None:
+        what += f" exit_code={g.exit_code}"
+    hosts = "、".join(g.hosts) + ("等" if g.count > len(g.hosts) else "")
+    return f"{g.count} 台 {what}" + (f"：{hosts}" if hosts else "")
+
+
+def _md_hosts(groups: Sequence[HostGroup], view: _View) -> str:
+    """Each group: head line, its decisive output fenced (printed text is never markdown), what it means."""
+    parts = [f"#### {HOSTS_TITLE}"]
+    for g in groups[:MAX_SHOWN_GROUPS]:
+        parts.append(f"- {_cap(_group_head(g), view.text_cap)}")
+        lines = g.output if view.details else g.output[:1]
+        if lines:
+            parts.append(fence("\n".join(lines)))
+        notes = [g.why] if g.why else []
+        notes += [f"GSE：{a}" for a in g.agents] if view.details else []
+        parts += [f"  {_cap(n, view.text_cap)}" for n in notes]
+    if len(groups) > MAX_SHOWN_GROUPS:
+        parts.append(f"- （另有 {len(groups) - MAX_SHOWN_GROUPS} 组，已省略）")
+    return "\n".join(parts)
+
+
+def _text_hosts(groups: Sequence[HostGroup]) -> str:
+    parts = [f"{HOSTS_TITLE}："]
+    for g in groups:
+        parts.append(f"· {_group_head(g)}")
+        parts += [f"  输出：{line}" for line in g.output]
+        if g.why:
+            parts.append(f"  说明：{g.why}")
+        parts += [f"  GSE：{a}" for a in g.agents]
+    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -160,6 +203,8 @@ def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
         f"- **故障归属**：{FAULT_SIDE_ZH.get(report.fault_side, report.fault_side)}\n"
         f"- **失败原因**：{_cap(report.root_cause, cap) or '未能确定'}"
     )
+    if report.host_groups:
+        paras.append(_md_hosts(report.host_groups, view))
     shown = [i for i in range(len(report.evidence)) if i in view.evidence]
     hidden = len(report.evidence) - len(shown)
     title = "#### 相关日志"
@@ -322,6 +367,8 @@ def render_text(report: DiagnosisReport) -> str:
         f"故障归属：{FAULT_SIDE_ZH.get(report.fault_side, report.fault_side)}\n"
         f"失败原因：{report.root_cause or '未能确定'}"
     )
+    if report.host_groups:
+        paras.append(_text_hosts(report.host_groups))
     if not report.evidence:
         paras.append("相关日志：\n（未找到相关日志）")
     for n, ev in enumerate(report.evidence, 1):

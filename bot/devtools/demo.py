@@ -14,10 +14,11 @@ from aiohttp import web
 
 from bot.core.settings import Settings
 from bot.devtools.sandbox import start_site
-from bot.devtools.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
+from bot.devtools.sandbox.bkjob import create_bkjob_app
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
 from bot.devtools.sandbox.gse import create_gse_app
-from bot.devtools.scenarios import Scenario, load_scenarios, time_span
+from bot.devtools.scenarios import Scenario, load_scenarios
+from bot.devtools.world import agents_of, job_of
 
 DEMO_APP = ("job-doctor-demo", "demo-secret", "demo")
 DEMO_INDEX_SET = 1
@@ -29,34 +30,19 @@ class Sandbox:
     runners: list[web.AppRunner] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    scopes: list[str] = field(default_factory=list)  # the businesses the sample jobs belong to
 
     async def close(self) -> None:
         for runner in self.runners:
             await runner.cleanup()
 
 
-def _job_of(sc: Scenario) -> FakeJobInstance | None:
-    exp = sc.expected
-    if not exp.task_instance_id or not exp.step_instance_id:
-        return None
-    span = time_span(sc.logs_text)
-    start = int(span[0].timestamp() * 1000) if span else 0
-    step = FakeStep(
-        step_instance_id=exp.step_instance_id, name=sc.name, status=4, start_time=start, end_time=start
-    )
-    return FakeJobInstance(
-        job_instance_id=exp.task_instance_id,
-        name=f"demo-{sc.name}",
-        create_time=start,
-        status=4,
-        steps=[step],
-    )
-
-
 def sample_ids(scenarios: list[Scenario], limit: int = 8) -> list[dict[str, Any]]:
-    """A few sample ids to try, one per stage first (the console shows them as chips)."""
-    picked: list[Scenario] = []
-    stages: set[str] = set()
+    """A few sample ids to try (the console shows them as chips): a few whose BK-JOB answers show
+    the hosts' output, then one per stage."""
+    featured = ("output_disk_full_and_agent_down", "output_command_not_found", "stuck_gse_results_pending")
+    picked: list[Scenario] = [sc for name in featured for sc in scenarios if sc.name == name]
+    stages: set[str] = {sc.expected.stage for sc in picked}
     for sc in scenarios:
         if sc.expected.stage not in stages and not sc.name.startswith("holdout_"):
             stages.add(sc.expected.stage)
@@ -92,7 +78,10 @@ async def start_sandbox() -> Sandbox:
             "run_mode": 1,
             "status_code": -2,
         }
-    jobs = [j for j in (_job_of(sc) for sc in scenarios) if j is not None]
+    for sc in scenarios:  # scenarios that carry GSE's answers say it exactly
+        agents.update(agents_of(sc))
+    jobs = [j for j in (job_of(sc) for sc in scenarios) if j is not None]
+    box.scopes = sorted({f"{j.bk_scope_type}:{j.bk_scope_id}" for j in jobs})
     for name, app in (
         ("bklog", create_bklog_app(docs, app_code=code, app_secret=secret, index_set_id=DEMO_INDEX_SET)),
         # the sandbox gateway exempts the demo app from user verification, as an admin can
@@ -130,6 +119,8 @@ def demo_settings(base: Settings, box: Sandbox) -> Settings:
                 base.bkjob,
                 base_url=box.urls["bkjob"],
                 web_url=str(base.bkjob.web_url or "https://job.example.com"),
+                # a bare sample id finds its business by trying these
+                scopes=base.bkjob.scopes or box.scopes,
                 **creds,
             ),
             "gse": section(base.gse, base_url=box.urls["gse"], api_version="v2", **creds),

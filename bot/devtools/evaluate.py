@@ -120,7 +120,7 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
     return res
 
 
-async def _bkjob_world(sc: Scenario, runners: list[web.AppRunner]) -> dict[str, object]:
+async def bkjob_world(sc: Scenario, runners: list[web.AppRunner]) -> dict[str, object]:
     """Sandbox BK-JOB and GSE answering the scenario's bkjob.json; the settings that reach them."""
     if sc.bkjob is None:
         return {}
@@ -153,7 +153,7 @@ async def run_scenario(
     runner, url = await start_site(app)
     runners = [runner]
     try:
-        settings = sandbox_settings(url, **await _bkjob_world(sc, runners))
+        settings = sandbox_settings(url, **await bkjob_world(sc, runners))
         if trace_field:
             bklog = settings.bklog.model_copy(update={"trace_field": trace_field})
             settings = settings.model_copy(update={"bklog": bklog})

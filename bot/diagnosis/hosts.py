@@ -242,12 +242,11 @@ class _Reader:
         return out
 
     def why(self, status: int, exit_code: int | None, out: Output) -> str:
-        line = out.lines[0] if out.lines else ""
         if out.entry is not None:
-            return out.entry.explain(line)
+            return out.entry.meaning
         by_exit = self.catalog.by_exit_code(exit_code)
         if by_exit is not None:
-            return by_exit.explain(line)
+            return by_exit.meaning
         base = self.catalog.status_why.get(status) or codes().host_status.zh.get(status, f"状态 {status}")
         if exit_code is not None:
             base += f"（exit code {exit_code}）"
@@ -358,7 +357,8 @@ async def _fill_groups(
 
 
 def hosts_line(groups: Sequence[HostGroup]) -> str:
-    """'2 台 exit_code=1：`No space left on device`；1 台 Agent 异常' — the failing groups in one line."""
+    """'2 台 exit_code=1（10.0.0.1、10.0.0.2）；1 台 Agent 异常（10.0.0.3）' — the failing groups in one
+    line (what they printed is quoted in the report's host section, never inside prose)."""
     table = codes().host_status
     parts = []
     for g in groups:
@@ -366,9 +366,8 @@ def hosts_line(groups: Sequence[HostGroup]) -> str:
             continue
         what = f"exit_code={g.exit_code}" if g.exit_code is not None else g.status_zh
         who = "、".join(g.hosts[:3]) + ("等" if g.count > 3 else "")
-        said = f"：`{g.output[0]}`" if g.output else ""
         gse = f"，GSE 当前状态：{'；'.join(g.agents)}" if g.agents else ""
-        parts.append(f"{g.count} 台 {what}" + (f"（{who}）" if who else "") + said + gse)
+        parts.append(f"{g.count} 台 {what}" + (f"（{who}）" if who else "") + gse)
     return "；".join(parts)
 
 

@@ -131,7 +131,11 @@ def make_model_step(
             prompts,
             candidate=candidate,
             evidence_text=cond.text,
-            collected_lines=[r.raw for r in collected.records],
+            # what the hosts printed may be quoted as evidence too: it is verified like a log line
+            collected_lines=[
+                *(r.raw for r in collected.records),
+                *(line for g in candidate.host_groups for line in g.output),
+            ],
             tools=tools,
             deadline_s=cfg.deadline_s,
             scrubber=scrubber,

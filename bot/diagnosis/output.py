@@ -64,9 +64,6 @@ class OutputEntry(BaseModel):
     def _requires(cls, value: str) -> str:
         return _compiles(value) if value else value
 
-    def explain(self, line: str) -> str:
-        return self.meaning.replace("{line}", line)
-
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -307,7 +307,7 @@ def _finish(report: DiagnosisReport, inp: RuleInputs, *, wants_output: bool) -> 
     if wants_output and facts is not None and facts.output_read and facts.primary_line:
         primary = facts.primary
         if primary is not None:
-            cause += f"\n失败主机的输出说明了原因：{primary.explain(facts.primary_line)}"
+            cause += f"\n失败主机的输出说明了原因：{primary.meaning}"
             actions = report.actions
             update["actions"] = actions.model_copy(
                 update={"immediate": [*primary.actions, *actions.immediate]}
@@ -318,7 +318,7 @@ def _finish(report: DiagnosisReport, inp: RuleInputs, *, wants_output: bool) -> 
     elif facts is not None and facts.output_read and facts.primary is not None:
         # the cause is another one (an agent down, say), but other hosts failed on their own
         primary = facts.primary
-        cause += f"\n另有失败主机的输出说明：{primary.explain(facts.primary_line)}"
+        cause += f"\n另有失败主机的输出说明：{primary.meaning}"
         actions = report.actions
         update["actions"] = actions.model_copy(update={"immediate": [*actions.immediate, *primary.actions]})
     elif wants_output and facts is not None and facts.output_read and facts.failing:

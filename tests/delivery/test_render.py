@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.core.models import Actions, DiagnosisReport, Evidence, TimelineEntry
+from bot.core.models import Actions, DiagnosisReport, Evidence, HostGroup, TimelineEntry
 from bot.delivery.render import (
     SHORTENED_NOTE,
     render_markdown,
@@ -290,3 +290,46 @@ def test_markdown_budget_property(texts: list[str], summary: str, max_bytes: int
     assert all(c in texts for c in shown)
     if not out.shortened:
         assert shown == texts
+
+
+def _with_hosts() -> DiagnosisReport:
+    return make_report(
+        scope="biz:2",
+        host_groups=[
+            HostGroup(
+                status=104,
+                status_zh="脚本返回码非零",
+                exit_code=1,
+                count=12,
+                hosts=[f"10.0.0.{i}" for i in range(1, 11)],
+                output=[NASTY, "tar: x: Cannot write: No space left on device"],
+                why="目标主机磁盘已满",
+            ),
+            HostGroup(
+                status=310,
+                status_zh="Agent 异常",
+                count=1,
+                hosts=["1:10.9.9.9"],
+                agents=["1:10.9.9.9 异常（有损状态）"],
+            ),
+        ],
+    )
+
+
+def test_host_groups_are_a_section_with_the_output_whole() -> None:
+    report = _with_hosts()
+    text = render_text(report)
+    assert (
+        "主机结果：" in text
+        and "· 12 台 脚本返回码非零 exit_code=1：10.0.0.1、" in text
+        and "10.0.0.10等" in text
+    )
+    assert f"  输出：{NASTY}" in text and "  说明：目标主机磁盘已满" in text
+    assert "  GSE：1:10.9.9.9 异常（有损状态）" in text and "业务 biz:2" in text
+    md = render_markdown(report).text
+    assert "#### 主机结果" in md and "业务 biz:2" in md
+    # printed text is fenced whole: its markup never becomes the chat's
+    fences = [b for b in re.findall(r"(`{3,})\n(.*?)\n\1", md, re.S) if NASTY in b[1]]
+    assert fences and "tar: x: Cannot write: No space left on device" in fences[0][1]
+    outside = re.sub(r"(`{3,})\n.*?\n\1", "", md, flags=re.S)
+    assert "<script>" not in outside and "**not bold**" not in outside

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
@@ -19,6 +21,7 @@ from handlers.ids import ExtractedIds, IdRef, extract_ids
 from handlers.intent import Command, classify, parse_command, parse_feedback
 from handlers.policy import AccessPolicy
 from handlers.state import Ask
+from handlers.timehint import TimeWindow, time_window
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +44,24 @@ class Turn:
 Handler = Callable[[Turn], Awaitable[bool]]
 
 
-async def _analyse_refs(turn: Turn, refs: Sequence[IdRef], *, force: bool = False) -> None:
+def _named_window(turn: Turn, text: str, at: datetime) -> TimeWindow | None:
+    """The BkLog window a time in `text` names ("昨天下午3点"), read in BkLog's time zone as of `at`."""
+    chat = turn.ctx.settings.chat
+    try:
+        now = at.astimezone(ZoneInfo(turn.ctx.settings.bklog.time_zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None  # a broken zone fails the analysis loudly elsewhere; a hint is optional
+    return time_window(
+        text,
+        now=now,
+        before=timedelta(seconds=chat.time_hint_before_s),
+        after=timedelta(seconds=chat.time_hint_after_s),
+    )
+
+
+async def _analyse_refs(
+    turn: Turn, refs: Sequence[IdRef], *, force: bool = False, window: TimeWindow | None = None
+) -> None:
     ctx, msg = turn.ctx, turn.msg
     for ref in refs:
         if ref.kind == "task_only":
@@ -51,7 +71,7 @@ async def _analyse_refs(turn: Turn, refs: Sequence[IdRef], *, force: bool = Fals
                 await ctx.say(msg, texts.ASK_WHICH_STEP.format(task=ref.task_instance_id), kind="question")
                 continue
             ref = resolved
-        await ctx.start_analysis(msg, ref, force=force)
+        await ctx.start_analysis(msg, ref, force=force, window=window)
     if turn.ids.over_limit:
         await ctx.say(
             msg,
@@ -85,7 +105,9 @@ async def handle_command(turn: Turn) -> bool:
             await ctx.say(msg, texts.REANALYZE_NEED_ID)
         else:
             await ctx.clear_ask(msg)
-            await _analyse_refs(Turn(msg, ctx, ids, None, None), ids.refs, force=True)
+            turn = Turn(msg, ctx, ids, None, None)
+            window = _named_window(turn, cmd.arg, msg.received_at)
+            await _analyse_refs(turn, ids.refs, force=True, window=window)
     elif cmd.name == "detail":
         ids = extract_ids(cmd.arg, max_ids=1)
         ref = ids.refs[0] if ids.refs else None
@@ -105,8 +127,13 @@ async def handle_ids(turn: Turn) -> bool:
     # In a group, a message without @ counts only as the follow-up the bot asked this sender for.
     if not has_ids or not (turn.addressed or turn.ask):
         return False
+    window = _named_window(turn, turn.msg.text, turn.msg.received_at)
+    if window is None and turn.ask is not None and turn.ask.text:
+        # "昨天下午3点的作业挂了" → "20031265375": the time came with the question the bot asked.
+        asked_at = datetime.fromtimestamp(turn.ask.at, UTC) if turn.ask.at else turn.msg.received_at
+        window = _named_window(turn, turn.ask.text, asked_at)
     await turn.ctx.clear_ask(turn.msg)
-    await _analyse_refs(turn, turn.ids.refs)
+    await _analyse_refs(turn, turn.ids.refs, window=window)
     return True
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 HELP = """我是 job-doctor，专门分析蓝鲸作业平台（BK-JOB）失败的作业步骤。
 用法：
 1. @我 并附上失败步骤的 stepInstanceId，或直接贴 BK-JOB 的步骤链接，例如：@job-doctor 20031265375
-2. 也可以给 request_id / traceId（32 位十六进制）
+2. 也可以给 request_id / traceId（32 位十六进制）；带上失败时间我就查那段时间的日志，例如：20031265375 昨天下午3点
 3. 命令：帮助｜状态｜取消｜重新分析 <id>｜详情 <id>
 4. 对报告回复 👍 / 👎 / 不准确 <说明>，帮助我改进
 私聊可以直接问问题，例如「状态码 310 是什么意思」。"""
@@ -41,6 +41,7 @@ UNSUPPORTED_TYPE = "暂时只能处理文字消息，请把 stepInstanceId 或 B
 # --------------------------------------------------------------------------- analyses and reports
 
 PROGRESS = "收到，正在分析 {what}，稍后发出报告。"
+WINDOW_NOTE = "（按「{hint}」查 {window} 的日志）"
 RETRY_RUN = "（第 {n} 次重试）"
 DETAIL_HINT = "完整报告：发送「详情 {ident}」"
 ANALYSIS_FAILED = (

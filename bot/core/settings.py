@@ -173,6 +173,12 @@ class ChatSettings(_Section):
     user_rate_per_min: int = Field(default=6, ge=1)
     group_rate_per_min: int = Field(default=20, ge=1)
 
+    # A time named in the message ("20031265375 昨天下午3点") replaces the look-back: the BkLog
+    # window is what it names, widened by these. More before than after: the step's first lines
+    # (start, dispatch) come before the failure the user saw, and people round the time they give.
+    time_hint_before_s: float = Field(default=7200.0, ge=0)
+    time_hint_after_s: float = Field(default=3600.0, ge=0)
+
 
 class DigestTarget(_Section):
     channel: Literal["worktool", "webhook"]

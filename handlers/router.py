@@ -1,7 +1,8 @@
 """The message router: an explicit, ordered list of handlers; the first that takes a message wins.
 
 Order (DESIGN "Ask or answer?"): access policy → non-text messages → commands → id-bearing
-messages → follow-ups to a question the bot asked → feedback on a report → questions → chatter.
+messages → follow-ups to a question the bot asked → feedback on a report → greetings → a failure
+without an id → questions → chatter.
 In groups the bot only reacts when @-mentioned, or to the follow-up it asked that same sender for.
 """
 
@@ -15,10 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import structlog
 
 from bot.core.models import IncomingMessage
-from handlers import texts
+from handlers import knowledge, texts
 from handlers.context import HandlerContext
 from handlers.ids import ExtractedIds, IdRef, extract_ids
-from handlers.intent import Command, classify, parse_command, parse_feedback
+from handlers.intent import Command, classify, is_greeting, parse_command, parse_feedback
 from handlers.policy import AccessPolicy
 from handlers.state import Ask
 from handlers.timehint import TimeWindow, time_window
@@ -159,6 +160,14 @@ async def handle_feedback(turn: Turn) -> bool:
     return True
 
 
+async def handle_greeting(turn: Turn) -> bool:
+    """ "你好", "在吗", "你能做什么": a hello and how to ask for a diagnosis."""
+    if not turn.addressed or not is_greeting(turn.msg.text):
+        return False
+    await turn.ctx.say(turn.msg, texts.HELP)
+    return True
+
+
 async def handle_failure_without_id(turn: Turn) -> bool:
     if not turn.addressed or classify(turn.msg.text) != "failure_without_id":
         return False
@@ -168,6 +177,8 @@ async def handle_failure_without_id(turn: Turn) -> bool:
     await ctx.set_ask(msg, Ask(reason="need_id", text=msg.text[:200]))
     if not msg.is_group:
         question = texts.ASK_FOR_ID_PRIVATE
+        if (topic := knowledge.answer_topic(msg.text)) is not None:
+            question = texts.ASK_FOR_ID_WITH_TOPIC.format(ask=question, answer=topic)
     elif msg.channel.startswith("wecom"):
         question = texts.ASK_FOR_ID_MENTION_ONLY  # WeCom groups deliver only @-mentions
     else:
@@ -201,6 +212,7 @@ DEFAULT_HANDLERS: tuple[tuple[str, Handler], ...] = (
     ("ids", handle_ids),
     ("followup", handle_followup),
     ("feedback", handle_feedback),
+    ("greeting", handle_greeting),
     ("failure_without_id", handle_failure_without_id),
     ("question", handle_question),
     ("chatter", handle_chatter),

@@ -180,7 +180,7 @@ def answer_topic(question: str, table: Sequence[Topic] | None = None) -> str | N
 
 
 def answer_codes_in_general(question: str) -> str | None:
-    """ "状态码有哪些": the job/step statuses, and how to ask about one code."""
+    """Codes in general ("状态码有哪些"): the job/step statuses, and how to ask about one code."""
     if not _CODES_IN_GENERAL.search(question) or _CODE.search(question):
         return None
     c = codes()

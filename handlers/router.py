@@ -161,7 +161,7 @@ async def handle_feedback(turn: Turn) -> bool:
 
 
 async def handle_greeting(turn: Turn) -> bool:
-    """ "你好", "在吗", "你能做什么": a hello and how to ask for a diagnosis."""
+    """Greetings ("你好", "在吗", "你能做什么"): a hello and how to ask for a diagnosis."""
     if not turn.addressed or not is_greeting(turn.msg.text):
         return False
     await turn.ctx.say(turn.msg, texts.HELP)

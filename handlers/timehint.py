@@ -69,7 +69,8 @@ _DAYWORDS: dict[str, tuple[int, str | None]] = {  # word → (days back, part of
 _WEEKDAYS = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6, "7": 6}
 _WEEKDAYS.update({str(n): n - 1 for n in range(1, 7)})
 
-# Part of the day → (first hour, end hour; may pass 24) and how an hour of 1–12 said with it reads.
+# Part of the day → (first hour, end hour; past 24 is the next morning). `_readings` turns an hour said
+# with it into hours of the day.
 _PERIODS: dict[str, tuple[int, int]] = {
     "凌晨": (0, 6),
     "早上": (5, 10),

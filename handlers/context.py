@@ -8,6 +8,7 @@ from bot.core.models import IncomingMessage, ReplyKind
 from bot.core.settings import Settings
 from handlers.ids import IdRef
 from handlers.state import Ask
+from handlers.timehint import TimeWindow
 
 
 class HandlerContext(Protocol):
@@ -19,8 +20,11 @@ class HandlerContext(Protocol):
         """Answer in the message's chat (the asker @-mentioned in groups)."""
         ...
 
-    async def start_analysis(self, msg: IncomingMessage, ref: IdRef, *, force: bool = False) -> None:
-        """Queue (or join) the analysis of one step / request id for this asker."""
+    async def start_analysis(
+        self, msg: IncomingMessage, ref: IdRef, *, force: bool = False, window: TimeWindow | None = None
+    ) -> None:
+        """Queue (or join) the analysis of one step / request id for this asker; `window`: the
+        BkLog window the asker named instead of the usual one."""
         ...
 
     async def resolve_task_only(self, ref: IdRef) -> IdRef | None:

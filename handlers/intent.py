@@ -20,6 +20,14 @@ _COMMANDS: tuple[tuple[re.Pattern[str], CommandName], ...] = (
     (re.compile(r"^(?:详情|完整报告|全文|detail|details|/detail)(?:\s+|[:：]\s*|$)", re.I), "detail"),
 )
 
+# Hello, or "what can you do": answered with the usage. The whole message, addressing words allowed.
+_GREETING = re.compile(
+    r"^(?:(?:你好|您好|hello|hi|hey|嗨|哈喽|哈啰|在吗|在么|在嘛|在不在|有人吗|早上好|上午好|中午好|下午好|晚上好|"
+    r"早安|早|你是谁|你能做什么|你能干什么|你会什么|你会干什么|能做什么|怎么用|如何使用|怎么使用|使用方法|使用说明|"
+    r"help|帮助|job-?doctor|机器人|bot|小助手|同学)[\s,，.。!！?？~～、啊呀呢哈啦嘛]*)+$",
+    re.I,
+)
+
 _FEEDBACK = re.compile(r"^(👍|👎|赞|准确|有用|不准确|不准|错了|不对)(?:\s*[:：,，]?\s*(.*))?$", re.S)
 
 # A concrete incident: the asker points at something that happened.
@@ -34,6 +42,10 @@ _OBJECT = re.compile(r"任务|作业|步骤|脚本|分发|执行|job|step|task",
 # General knowledge questions.
 _GENERAL = re.compile(
     r"一般|通常|是什么|什么意思|啥意思|含义|意思是|怎么查|如何|怎么看|怎样|哪些|有哪几|区别|是啥|为什么会|原理|介绍|说明一下|解释"
+)
+# "错误码 1244003": asks what a code means, however few words come with it.
+_CODE_QUESTION = re.compile(
+    r"(?i)(?:状态码|错误码|错误代码|返回码|error\s*code|status\s*code)\s*[:：是为]?\s*-?\d"
 )
 _QUESTION = re.compile(r"[?？]|吗|呢|怎么|什么|为啥|为什么|哪|多少|能不能|可以")
 
@@ -62,11 +74,15 @@ def parse_feedback(text: str) -> tuple[str, str] | None:
     return verdict, (m.group(2) or "").strip()
 
 
+def is_greeting(text: str) -> bool:
+    return bool(_GREETING.match(text.strip()))
+
+
 def classify(text: str) -> Intent:
     t = text.strip()
     if not t:
         return "chatter"
-    general = bool(_GENERAL.search(t))
+    general = bool(_GENERAL.search(t)) or bool(_CODE_QUESTION.search(t))
     concrete = bool(_CONCRETE.search(t))
     failure = bool(_FAILURE.search(t))
     if general and not concrete:

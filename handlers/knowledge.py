@@ -1,8 +1,10 @@
 """Built-in BK-JOB knowledge for private-chat questions, answered exactly without a model.
 
 Status and error codes come from the code tables (bot.core.codes). General questions get a
-short, fixed answer for the common topics (`config/topics.toml`); anything else goes to the model
-when one is configured (the caller decides), grounded in `knowledge_snippet()`.
+short, fixed answer for the common topics (`config/topics.toml`): every topic is scored against
+the question (its header says how), the best one answers, two that tie answer together. Anything
+else goes to the model when one is configured (the caller decides), grounded in
+`knowledge_snippet()`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,31 +24,65 @@ from bot.core.codes import codes
 from bot.core.resources import data_file
 
 _CODE = re.compile(r"(?<![\d.])(-?\d{1,7})(?![\d.])")
+# A number right after these words is a script's exit code, not a BK-JOB code.
+_EXIT_BEFORE = re.compile(r"(?i)(?:exit\s*code|exitcode|退出码|返回码|返回值|exit)\s*[=:：是为]?\s*\Z")
+# The question is about what a code means (not "310 怎么办", which a topic answers better).
+_ASKS_MEANING = re.compile(
+    r"(?i)状态码|错误码|返回码|错误代码|状态值|\bcode\b|什么意思|啥意思|含义|意思是|代表|表示|是什么|是啥|"
+    r"\bmean(?:s|ing)?\b|\bwhat\s+is\b"
+)
+_CODES_IN_GENERAL = re.compile(r"(?i)状态码|错误码|状态值|status\s*codes?|error\s*codes?|有哪些状态|什么状态")
 
 _TopicText = Annotated[str, Field(min_length=1)]
+
+STRONG, WEAK = 2, 1  # what one matching regex adds to a topic's score
+MAX_COMBINED = 2  # topics answered together when they tie
 
 
 class TopicsError(ValueError):
     """The topics file is unreadable or a topic is invalid (the message names it)."""
 
 
-class _TopicSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pattern: _TopicText
-    answer: _TopicText
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
+def _compile_all(values: list[str]) -> list[str]:
+    for value in values:
         try:
             re.compile(value, re.I)
         except re.error as exc:
             raise ValueError(f"invalid regex {value!r}: {exc}") from None
-        return value
+    return values
 
 
-def load_topics(path: Path | None = None) -> tuple[tuple[re.Pattern[str], str], ...]:
+class _TopicSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    title: _TopicText
+    strong: Annotated[list[_TopicText], Field(min_length=1)]
+    weak: list[_TopicText] = Field(default_factory=list)
+    answer: _TopicText
+
+    _strong = field_validator("strong")(_compile_all)
+    _weak = field_validator("weak")(_compile_all)
+
+
+@dataclass(frozen=True)
+class Topic:
+    """One common question: how to recognise it and its fixed answer."""
+
+    id: str
+    title: str
+    strong: tuple[re.Pattern[str], ...]
+    weak: tuple[re.Pattern[str], ...]
+    answer: str
+
+    def score(self, question: str) -> int:
+        """How well `question` (normalised) fits: 0 unless one strong or two weak regexes match."""
+        strong = sum(1 for p in self.strong if p.search(question))
+        weak = sum(1 for p in self.weak if p.search(question))
+        return STRONG * strong + WEAK * weak if strong or weak >= 2 else 0
+
+
+def load_topics(path: Path | None = None) -> tuple[Topic, ...]:
     """Read and validate the Q&A topics (default: the packaged topics.toml), patterns compiled."""
     target = path if path is not None else data_file("config", "topics.toml")
     try:
@@ -53,7 +92,7 @@ def load_topics(path: Path | None = None) -> tuple[tuple[re.Pattern[str], str], 
     entries = data.get("topic")
     if set(data) != {"topic"} or not isinstance(entries, list) or not entries:
         raise TopicsError(f"{target}: expected only [[topic]] entries, found {sorted(data) or 'nothing'}")
-    out: list[tuple[re.Pattern[str], str]] = []
+    out: list[Topic] = []
     for n, entry in enumerate(entries, start=1):
         try:
             spec = _TopicSpec.model_validate(entry)
@@ -62,14 +101,28 @@ def load_topics(path: Path | None = None) -> tuple[tuple[re.Pattern[str], str], 
                 f"field {'.'.join(str(p) for p in e['loc']) or '<entry>'!r}: {e['msg']}" for e in exc.errors()
             )
             raise TopicsError(f"{target}: topic #{n}: {fields}") from None
-        out.append((re.compile(spec.pattern, re.I), spec.answer))
+        if any(t.id == spec.id for t in out):
+            raise TopicsError(f"{target}: topic #{n}: id {spec.id!r} is used twice")
+        out.append(
+            Topic(
+                id=spec.id,
+                title=spec.title,
+                strong=tuple(re.compile(p, re.I) for p in spec.strong),
+                weak=tuple(re.compile(p, re.I) for p in spec.weak),
+                answer=spec.answer,
+            )
+        )
     return tuple(out)
 
 
 @functools.cache
-def topics() -> tuple[tuple[re.Pattern[str], str], ...]:
+def topics() -> tuple[Topic, ...]:
     """The packaged topics, read on first use; cached for good since packaged data never changes at run time."""
     return load_topics()
+
+
+def _normalise(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
 
 
 def answer_code(question: str) -> str | None:
@@ -79,6 +132,8 @@ def answer_code(question: str) -> str | None:
     c = codes()
     lines: list[str] = []
     for m in _CODE.finditer(question):
+        if _EXIT_BEFORE.search(question, 0, m.start()):
+            continue  # "exit code 1": the script's own code
         code = int(m.group(1))
         found: list[str] = []
         if code in c.api_error.zh or code in c.apigw_error.zh:
@@ -97,11 +152,45 @@ def answer_code(question: str) -> str | None:
     return "\n".join(dict.fromkeys(lines)) if lines else None
 
 
-def answer_topic(question: str) -> str | None:
-    for pattern, text in topics():
-        if pattern.search(question):
-            return text
-    return None
+def asks_meaning(question: str) -> bool:
+    """The question asks what a code means ("状态码 310 是什么意思", a bare "310？")."""
+    rest = _CODE.sub("", question)
+    return bool(_ASKS_MEANING.search(question)) or len(re.sub(r"[\W_]+", "", rest)) <= 2
+
+
+def rank_topics(question: str, table: Sequence[Topic] | None = None) -> list[Topic]:
+    """The topics `question` fits, best first (ties keep file order)."""
+    text = _normalise(question)
+    scored = [(t.score(text), i, t) for i, t in enumerate(topics() if table is None else table)]
+    return [t for score, _i, t in sorted(scored, key=lambda s: (-s[0], s[1])) if score > 0]
+
+
+def answer_topic(question: str, table: Sequence[Topic] | None = None) -> str | None:
+    """The fixed answer of the best topic; topics tied for best are answered together."""
+    table = topics() if table is None else table
+    ranked = rank_topics(question, table)
+    if not ranked:
+        return None
+    text = _normalise(question)
+    best = ranked[0].score(text)
+    tied = [t for t in ranked if t.score(text) == best][:MAX_COMBINED]
+    if len(tied) == 1:
+        return tied[0].answer
+    return "\n\n".join(f"【{t.title}】\n{t.answer}" for t in tied)
+
+
+def answer_codes_in_general(question: str) -> str | None:
+    """Codes in general ("状态码有哪些"): the job/step statuses, and how to ask about one code."""
+    if not _CODES_IN_GENERAL.search(question) or _CODE.search(question):
+        return None
+    c = codes()
+    run = "；".join(f"{k} {v}" for k, v in sorted(c.run_status.zh.items()))
+    return f"作业/步骤状态：{run}。\n主机状态和接口错误码较多，发具体数字给我解释，例如「状态码 310 是什么意思」。"
+
+
+def offline_titles() -> list[str]:
+    """What the bot answers without a model, for the fallback and the help."""
+    return [t.title for t in topics()]
 
 
 def knowledge_snippet() -> str:
@@ -110,5 +199,5 @@ def knowledge_snippet() -> str:
     host = "；".join(f"{k} {v}" for k, v in sorted(c.host_status.zh.items()))
     run = "；".join(f"{k} {v}" for k, v in sorted(c.run_status.zh.items()))
     api = "；".join(f"{k} {v}" for k, v in sorted(c.api_error.zh.items()))
-    common = "\n".join(text for _p, text in topics())
+    common = "\n".join(f"【{t.title}】{t.answer}" for t in topics())
     return f"作业/步骤状态：{run}\n主机状态：{host}\n接口错误码：{api}\n常见问题：\n{common}"

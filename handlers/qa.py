@@ -1,4 +1,5 @@
-"""Answering a question: exact knowledge first, then the model (when configured), then a fallback."""
+"""Answering a question: exact knowledge first (codes, common topics), then the model (when
+configured, grounded in the same knowledge), then a fallback that says what the bot can answer."""
 
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ class Answers:
         self.model = model
 
     async def answer(self, msg: IncomingMessage, question: str) -> str:
-        exact = knowledge.answer_code(question) or knowledge.answer_topic(question)
+        code = knowledge.answer_code(question)
+        if code is not None and knowledge.asks_meaning(question):
+            return code
+        # "310 怎么办": the topic says what to do; the code table only what 310 is.
+        exact = knowledge.answer_topic(question) or code or knowledge.answer_codes_in_general(question)
         if exact is not None:
             return exact
         if self.model is not None:
@@ -29,4 +34,4 @@ class Answers:
             )
             if got:
                 return got
-        return texts.QA_FALLBACK
+        return texts.QA_FALLBACK.format(topics="、".join(knowledge.offline_titles()))

@@ -30,9 +30,15 @@ def report_reply(report: DiagnosisReport, requester: Requester, *, detail_hint: 
     )
 
 
+def key_ident(request_key: str) -> str:
+    """The id a user types for a request key: `step:<id>:ec2:w…` → `<id>`, `req:<hex>` → `<hex>`."""
+    parts = request_key.split(":")
+    return parts[1] if len(parts) > 1 else request_key
+
+
 def detail_hint(report: DiagnosisReport, request_key: str) -> str:
     """How to ask for the full report: by the step id, else by the request id of the key."""
-    ident = report.step_instance_id or request_key.split(":", 1)[-1]
+    ident = report.step_instance_id or key_ident(request_key)
     return texts.DETAIL_HINT.format(ident=ident)
 
 
@@ -54,7 +60,7 @@ class ReportReplies:
         await self.reports.remember_for(target.channel, target.chat_id, requester.sender_id, key)
 
     async def send_failure(self, requester: Requester, job: AnalysisJob, salt: str) -> None:
-        what = job.request_key.split(":", 1)[-1]
+        what = key_ident(job.request_key)
         text = texts.ANALYSIS_FAILED.format(what=what)
         reply = Reply(
             target=requester.target, kind="error", mention=mention_of(requester), text=text, markdown=text

@@ -1,7 +1,8 @@
 """The message router: an explicit, ordered list of handlers; the first that takes a message wins.
 
 Order (DESIGN "Ask or answer?"): access policy → non-text messages → commands → id-bearing
-messages → follow-ups to a question the bot asked → feedback on a report → questions → chatter.
+messages → follow-ups to a question the bot asked → feedback on a report → greetings → a failure
+without an id → questions → chatter.
 In groups the bot only reacts when @-mentioned, or to the follow-up it asked that same sender for.
 """
 
@@ -9,16 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 
 from bot.core.models import IncomingMessage
-from handlers import texts
+from handlers import knowledge, texts
 from handlers.context import HandlerContext
 from handlers.ids import ExtractedIds, IdRef, extract_ids
-from handlers.intent import Command, classify, parse_command, parse_feedback
+from handlers.intent import Command, classify, is_greeting, parse_command, parse_feedback
 from handlers.policy import AccessPolicy
 from handlers.state import Ask
+from handlers.timehint import TimeWindow, time_window
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +45,24 @@ class Turn:
 Handler = Callable[[Turn], Awaitable[bool]]
 
 
-async def _analyse_refs(turn: Turn, refs: Sequence[IdRef], *, force: bool = False) -> None:
+def _named_window(turn: Turn, text: str, at: datetime) -> TimeWindow | None:
+    """The BkLog window a time in `text` names ("昨天下午3点"), read in BkLog's time zone as of `at`."""
+    chat = turn.ctx.settings.chat
+    try:
+        now = at.astimezone(ZoneInfo(turn.ctx.settings.bklog.time_zone))
+    except (ZoneInfoNotFoundError, ValueError):
+        return None  # a broken zone fails the analysis loudly elsewhere; a hint is optional
+    return time_window(
+        text,
+        now=now,
+        before=timedelta(seconds=chat.time_hint_before_s),
+        after=timedelta(seconds=chat.time_hint_after_s),
+    )
+
+
+async def _analyse_refs(
+    turn: Turn, refs: Sequence[IdRef], *, force: bool = False, window: TimeWindow | None = None
+) -> None:
     ctx, msg = turn.ctx, turn.msg
     for ref in refs:
         if ref.kind == "task_only":
@@ -51,7 +72,7 @@ async def _analyse_refs(turn: Turn, refs: Sequence[IdRef], *, force: bool = Fals
                 await ctx.say(msg, texts.ASK_WHICH_STEP.format(task=ref.task_instance_id), kind="question")
                 continue
             ref = resolved
-        await ctx.start_analysis(msg, ref, force=force)
+        await ctx.start_analysis(msg, ref, force=force, window=window)
     if turn.ids.over_limit:
         await ctx.say(
             msg,
@@ -85,7 +106,9 @@ async def handle_command(turn: Turn) -> bool:
             await ctx.say(msg, texts.REANALYZE_NEED_ID)
         else:
             await ctx.clear_ask(msg)
-            await _analyse_refs(Turn(msg, ctx, ids, None, None), ids.refs, force=True)
+            turn = Turn(msg, ctx, ids, None, None)
+            window = _named_window(turn, cmd.arg, msg.received_at)
+            await _analyse_refs(turn, ids.refs, force=True, window=window)
     elif cmd.name == "detail":
         ids = extract_ids(cmd.arg, max_ids=1)
         ref = ids.refs[0] if ids.refs else None
@@ -105,8 +128,13 @@ async def handle_ids(turn: Turn) -> bool:
     # In a group, a message without @ counts only as the follow-up the bot asked this sender for.
     if not has_ids or not (turn.addressed or turn.ask):
         return False
+    window = _named_window(turn, turn.msg.text, turn.msg.received_at)
+    if window is None and turn.ask is not None and turn.ask.text:
+        # "昨天下午3点的作业挂了" → "20031265375": the time came with the question the bot asked.
+        asked_at = datetime.fromtimestamp(turn.ask.at, UTC) if turn.ask.at else turn.msg.received_at
+        window = _named_window(turn, turn.ask.text, asked_at)
     await turn.ctx.clear_ask(turn.msg)
-    await _analyse_refs(turn, turn.ids.refs)
+    await _analyse_refs(turn, turn.ids.refs, window=window)
     return True
 
 
@@ -132,6 +160,14 @@ async def handle_feedback(turn: Turn) -> bool:
     return True
 
 
+async def handle_greeting(turn: Turn) -> bool:
+    """Greetings ("你好", "在吗", "你能做什么"): a hello and how to ask for a diagnosis."""
+    if not turn.addressed or not is_greeting(turn.msg.text):
+        return False
+    await turn.ctx.say(turn.msg, texts.HELP)
+    return True
+
+
 async def handle_failure_without_id(turn: Turn) -> bool:
     if not turn.addressed or classify(turn.msg.text) != "failure_without_id":
         return False
@@ -141,6 +177,8 @@ async def handle_failure_without_id(turn: Turn) -> bool:
     await ctx.set_ask(msg, Ask(reason="need_id", text=msg.text[:200]))
     if not msg.is_group:
         question = texts.ASK_FOR_ID_PRIVATE
+        if (topic := knowledge.answer_topic(msg.text)) is not None:
+            question = texts.ASK_FOR_ID_WITH_TOPIC.format(ask=question, answer=topic)
     elif msg.channel.startswith("wecom"):
         question = texts.ASK_FOR_ID_MENTION_ONLY  # WeCom groups deliver only @-mentions
     else:
@@ -174,6 +212,7 @@ DEFAULT_HANDLERS: tuple[tuple[str, Handler], ...] = (
     ("ids", handle_ids),
     ("followup", handle_followup),
     ("feedback", handle_feedback),
+    ("greeting", handle_greeting),
     ("failure_without_id", handle_failure_without_id),
     ("question", handle_question),
     ("chatter", handle_chatter),

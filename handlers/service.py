@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 import structlog
 from pydantic import ValidationError
 
 from bot.core.metrics import Metrics
-from bot.core.models import AnalysisJob, ChatTarget, IncomingMessage, Reply, ReplyKind, Requester
+from bot.core.models import AnalysisJob, ChatTarget, IncomingMessage, Reply, ReplyKind, Requester, Window
 from bot.core.scope import Scope, parse_scope, scope_of
 from bot.core.settings import Settings
 from bot.core.store import Store
 from bot.core.tasks import TaskTracker
 from bot.delivery.queue import JobQueue
 from bot.delivery.render import render_text
-from bot.delivery.reports import ReportStore
+from bot.delivery.reports import ReportStore, StoredReport
 from bot.delivery.send import Delivery, DeliveryFailed, delivery_key
 from bot.diagnosis.locate import StepLocator
 from handlers import texts
@@ -28,22 +29,45 @@ from handlers.ids import IdRef
 from handlers.qa import Answers
 from handlers.replies import ReportReplies
 from handlers.state import Ask
+from handlers.timehint import TimeWindow
 
 log = structlog.get_logger(__name__)
 
 
-def request_key(ref: IdRef) -> str:
+def request_key(ref: IdRef, window: TimeWindow | None = None) -> str:
+    """The single-flight and report-cache key: a window the asker named is part of it, so a report
+    built from one window is never handed out as the answer for another."""
     if ref.kind == "request":
-        return f"req:{ref.request_id}"
-    base = f"step:{ref.step_instance_id}"
-    return base if ref.execute_count is None else f"{base}:ec{ref.execute_count}"
+        key = f"req:{ref.request_id}"
+    else:
+        key = f"step:{ref.step_instance_id}"
+        key = key if ref.execute_count is None else f"{key}:ec{ref.execute_count}"
+    return key if window is None else f"{key}:{window.key}"
 
 
-def describe(ref: IdRef) -> str:
+def describe(ref: IdRef, window: TimeWindow | None = None, now: datetime | None = None) -> str:
     if ref.kind == "request":
-        return f"request_id={ref.request_id}"
-    ec = texts.RETRY_RUN.format(n=ref.execute_count) if ref.execute_count else ""
-    return f"stepInstanceId={ref.step_instance_id}{ec}"
+        what = f"request_id={ref.request_id}"
+    else:
+        ec = texts.RETRY_RUN.format(n=ref.execute_count) if ref.execute_count else ""
+        what = f"stepInstanceId={ref.step_instance_id}{ec}"
+    if window is None:
+        return what
+    span = window.describe(now or window.until)
+    return what + texts.WINDOW_NOTE.format(hint=window.text, window=span)
+
+
+def covers(searched: Window | None, window: TimeWindow) -> bool:
+    """Whether a report's BkLog window holds all of `window` (its lines would have been found)."""
+    if searched is None:
+        return False
+    try:
+        start, end = datetime.fromisoformat(searched.start), datetime.fromisoformat(searched.end)
+    except ValueError:
+        return False
+    if start.tzinfo is None or end.tzinfo is None:
+        return False
+    return start <= window.since and window.until <= end
 
 
 def turn_key(msg: IncomingMessage) -> str:
@@ -99,13 +123,15 @@ class ConversationService:
 
     # ---- analyses
 
-    async def start_analysis(self, msg: IncomingMessage, ref: IdRef, *, force: bool = False) -> None:
-        key = request_key(ref)
+    async def start_analysis(
+        self, msg: IncomingMessage, ref: IdRef, *, force: bool = False, window: TimeWindow | None = None
+    ) -> None:
+        key = request_key(ref, window)
         requester = Requester(target=ChatTarget.of(msg), sender_id=msg.sender_id, sender_name=msg.sender_name)
         if not force:
-            fresh = await self.reports.get_fresh(key)
+            fresh = await self._fresh_report(ref, window)
             if fresh is not None:
-                await self.replies.send_report(requester, key, f"cached:{turn_key(msg)}")
+                await self.replies.send_report(requester, fresh.request_key, f"cached:{turn_key(msg)}")
                 return
         scope = scope_of(ref.bk_scope_type, ref.bk_scope_id) or self.chat_scope(msg)
         job = AnalysisJob(
@@ -117,16 +143,28 @@ class ConversationService:
             bk_scope_type=scope.type if scope else None,
             bk_scope_id=scope.id if scope else None,
             force=force,
+            since=window.since if window else None,
+            until=window.until if window else None,
         )
         result = await self.jobs.submit(job, requester)
         if result.queued:
             self.metrics.jobs_queued.inc()
         log.info("analysis_requested", request_key=key, queued=result.queued, entry=result.entry_id)
         self.tasks.spawn(
-            self._progress_later(msg, requester, result.entry_id, describe(ref)),
+            self._progress_later(msg, requester, result.entry_id, describe(ref, window, msg.received_at)),
             name=f"progress:{key}",
             daemon=True,  # a progress note is not worth holding up a shutdown for
         )
+
+    async def _fresh_report(self, ref: IdRef, window: TimeWindow | None) -> StoredReport | None:
+        """A fresh report that answers this request: its own, or for a named window, the usual
+        report of the same step when the window it searched holds the named one."""
+        fresh = await self.reports.get_fresh(request_key(ref, window))
+        if fresh is None and window is not None:
+            usual = await self.reports.get_fresh(request_key(ref))
+            if usual is not None and covers(usual.report.window, window):
+                return usual
+        return fresh
 
     async def _progress_later(
         self, msg: IncomingMessage, requester: Requester, entry_id: str, what: str
@@ -194,11 +232,13 @@ class ConversationService:
     # ---- reports, status, questions, feedback
 
     async def full_report(self, msg: IncomingMessage, ref: IdRef | None) -> str | None:
-        key = (
-            request_key(ref)
-            if ref is not None and ref.kind != "task_only"
-            else await self.reports.latest_for(msg)
-        )
+        latest = await self.reports.latest_for(msg)
+        if ref is None or ref.kind == "task_only":
+            key = latest
+        else:
+            key = request_key(ref)
+            if latest is not None and latest.startswith(f"{key}:w"):
+                key = latest  # the asker's own report of that id was for a window they named
         if key is None:
             return None
         stored = await self.reports.get(key)

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 # --------------------------------------------------------------------------- usage and asking
 
-HELP = """我是 job-doctor，专门分析蓝鲸作业平台（BK-JOB）失败的作业步骤。
+HELP = """你好，我是 job-doctor，专门分析蓝鲸作业平台（BK-JOB）失败的作业步骤。
 用法：
 1. @我 并附上失败步骤的 stepInstanceId，或直接贴 BK-JOB 的步骤链接，例如：@job-doctor 20031265375
-2. 也可以给 request_id / traceId（32 位十六进制）
+2. 也可以给 request_id / traceId（32 位十六进制）；带上失败时间我就查那段时间的日志，例如：20031265375 昨天下午3点
 3. 命令：帮助｜状态｜取消｜重新分析 <id>｜详情 <id>
 4. 对报告回复 👍 / 👎 / 不准确 <说明>，帮助我改进
-私聊可以直接问问题，例如「状态码 310 是什么意思」。"""
+私聊可以直接问问题，例如「为什么作业一直在执行中」「怎么查 Agent 状态」「状态码 310 是什么意思」。"""
 
 ASK_FOR_ID_GROUP = (
     "请提供失败步骤的 stepInstanceId（或 BK-JOB 步骤链接），我来分析。直接回复即可，不用再 @我。"
 )
 ASK_FOR_ID_PRIVATE = "请提供失败步骤的 stepInstanceId（或 BK-JOB 步骤链接），我来分析。"
+# private chat, a failure without an id that a common topic covers: ask, and say what usually causes it
+ASK_FOR_ID_WITH_TOPIC = "{ask}\n\n先给你常见原因：\n{answer}"
 ASK_FOR_ID_MENTION_ONLY = "请 @我 并附上 stepInstanceId（或 BK-JOB 步骤链接），我来分析。"
 ASK_STILL_WAITING = (
     "还没看到 stepInstanceId。请发送失败步骤的 stepInstanceId 或 BK-JOB 步骤链接；发送「取消」结束。"
@@ -33,14 +35,16 @@ UUID_HINT = (
 )
 CHATTER_HINT = "需要我分析失败的作业步骤吗？请附上 stepInstanceId 或 BK-JOB 步骤链接；发送「帮助」查看用法。"
 QA_FALLBACK = (
-    "这个问题我暂时答不好。我擅长分析失败的作业步骤：发送 stepInstanceId 或 BK-JOB 步骤链接即可；"
-    "也可以问状态码/错误码的含义，例如「状态码 310 是什么意思」。"
+    "这个问题我没有现成的答案。不用大模型我也能回答这些常见问题：{topics}；还能解释状态码和错误码，"
+    "例如「状态码 310 是什么意思」。要诊断一次具体的失败，请发送 stepInstanceId、BK-JOB 步骤链接或 "
+    "request_id（traceId），可以带上失败时间，例如「20031265375 昨天下午3点」。"
 )
 UNSUPPORTED_TYPE = "暂时只能处理文字消息，请把 stepInstanceId 或 BK-JOB 链接以文字发给我。"
 
 # --------------------------------------------------------------------------- analyses and reports
 
 PROGRESS = "收到，正在分析 {what}，稍后发出报告。"
+WINDOW_NOTE = "（按「{hint}」查 {window} 的日志）"
 RETRY_RUN = "（第 {n} 次重试）"
 DETAIL_HINT = "完整报告：发送「详情 {ident}」"
 ANALYSIS_FAILED = (

@@ -132,7 +132,9 @@ class Requester(BaseModel):
 class AnalysisJob(BaseModel):
     """A durable unit of work on the analysis queue (single-flight per `request_key`)."""
 
-    request_key: str  # "step:<id>" or "req:<hex>" (+ execute count when given)
+    # "step:<id>" or "req:<hex>", then ":ec<n>" for an execute count and ":w<since>-<until>"
+    # (YYYYmmddHHMM, BkLog time zone) for a window the asker named (handlers/service.py)
+    request_key: str
     step_instance_id: int | None = None
     request_id: str | None = None
     task_instance_id: int | None = None
@@ -142,6 +144,9 @@ class AnalysisJob(BaseModel):
     requesters: list[Requester] = Field(default_factory=list)
     attempts: int = 0
     force: bool = False  # bypass the fresh-report cache (重新分析)
+    # The BkLog window the asker named ("昨天下午3点"); None: the usual window. Absent in older jobs.
+    since: datetime | None = None
+    until: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -193,6 +193,12 @@ class ChatSettings(_Section):
     def _group_scopes(cls, v: dict[str, str]) -> dict[str, str]:
         return {str(chat).strip(): str(parse_scope(scope)) for chat, scope in v.items() if str(chat).strip()}
 
+    # A time named in the message ("20031265375 昨天下午3点") replaces the look-back: the BkLog
+    # window is what it names, widened by these. More before than after: the step's first lines
+    # (start, dispatch) come before the failure the user saw, and people round the time they give.
+    time_hint_before_s: float = Field(default=7200.0, ge=0)
+    time_hint_after_s: float = Field(default=3600.0, ge=0)
+
 
 class DigestTarget(_Section):
     channel: Literal["worktool", "webhook"]

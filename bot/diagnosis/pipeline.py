@@ -66,6 +66,8 @@ class AnalysisRequest:
             execute_count=job.execute_count,
             bk_scope_type=job.bk_scope_type,
             bk_scope_id=job.bk_scope_id,
+            since=job.since,
+            until=job.until,
         )
 
 

@@ -111,6 +111,15 @@ def _what(inp: RuleInputs) -> str:
     return f"request_id={inp.request_id}"
 
 
+def _time_advice(inp: RuleInputs) -> str:
+    """How to search the time the step ran: chat words first, the CLI's flags after (same report)."""
+    ident = inp.step_instance_id if inp.step_instance_id is not None else inp.request_id
+    return (
+        f"如果步骤不在查询时间段内执行（例如更早），请在消息里带上失败时间，如「{ident} 昨天下午3点」"
+        f"或「{ident} 2024-05-30 11:09」；命令行用 analyze --since/--until"
+    )
+
+
 def _no_lines_report(inp: RuleInputs, base: DiagnosisReport) -> DiagnosisReport:
     c = inp.collected
     what = _what(inp)
@@ -128,17 +137,18 @@ def _no_lines_report(inp: RuleInputs, base: DiagnosisReport) -> DiagnosisReport:
         summary = f"BkLog 在查询时间段内有作业平台引擎日志，但没有 {what} 的任何日志。"
         missing = [
             "请核对 id 是否正确、是否属于本环境（可直接粘贴 BK-JOB 步骤链接）",
-            "如果步骤执行时间较早，请扩大时间窗口（analyze --since/--until）",
+            _time_advice(inp),
         ]
     elif c.engine_lines_in_window == 0:
         summary = f"BkLog 在查询时间段内没有任何作业平台引擎日志，无法分析 {what}。"
         missing = [
             "检查 BkLog 是否在采集 job-execute 日志（/data/logs/job-execute/*.log）",
             "检查 job-doctor 配置的索引集 id（JOB_DOCTOR_BKLOG__INDEX_SET_ID）与时区是否正确",
+            _time_advice(inp),
         ]
     else:
         summary = f"没有找到 {what} 的日志。"
-        missing = ["请核对 id 是否正确，或扩大时间窗口后重试"]
+        missing = ["请核对 id 是否正确", _time_advice(inp)]
     return base.model_copy(
         update={
             "summary": summary,

@@ -112,5 +112,5 @@ async def test_form_and_native_json_callbacks_are_understood(
     msgs = await rig.wait_count(3)
     by_sender = {m[2]: m[1] for m in msgs}
     assert "Agent 异常" in by_sender[("张三",)]
-    assert by_sender[("李四",)].startswith("我是 job-doctor")
+    assert by_sender[("李四",)].startswith("你好，我是 job-doctor")
     assert "104" in by_sender[("王五",)]

@@ -27,7 +27,7 @@ async def test_help_and_status(make_rig: MakeRig, backend: tuple[str, str]) -> N
     rig = await make_rig(backend)
     await rig.say("帮助")
     (help_msg,) = await rig.wait_count(1)
-    assert help_msg[1].startswith("我是 job-doctor") and "重新分析" in help_msg[1]
+    assert help_msg[1].startswith("你好，我是 job-doctor") and "重新分析" in help_msg[1]
     await rig.say("帮我看看这个任务为什么失败")
     await rig.wait_count(2)
     await rig.say("状态")

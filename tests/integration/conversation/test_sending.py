@@ -15,7 +15,7 @@ async def test_server_errors_are_retried_and_one_copy_is_delivered(
     rig.fake.fail_next(2, status=500)
     await rig.say("帮助")
     (msg,) = await rig.wait_count(1, timeout=8)
-    assert msg[0] == GROUP and msg[1].startswith("我是 job-doctor")
+    assert msg[0] == GROUP and msg[1].startswith("你好，我是 job-doctor")
     assert await rig.quiet(0.5) == [msg]
     assert len(rig.fake.request_times) == 3  # two refused, one accepted
 
@@ -39,5 +39,5 @@ async def test_unreadable_history_means_send_again(make_rig: MakeRig, backend: t
     rig.fake.fail_history_next(1)
     await rig.say("帮助")
     msgs = await rig.wait_count(2, timeout=10)
-    assert msgs[0] == msgs[1] and msgs[0][1].startswith("我是 job-doctor")
+    assert msgs[0] == msgs[1] and msgs[0][1].startswith("你好，我是 job-doctor")
     assert await rig.quiet(0.5) == msgs

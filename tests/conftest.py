@@ -11,6 +11,7 @@ import pytest
 
 from bot.core.settings import Settings
 from bot.core.store import Store, open_store
+from bot.devtools.redislab import ClusterTopology, redis_server_available
 
 REDIS_URL = os.environ.get("JOB_DOCTOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -22,6 +23,27 @@ def redis_available() -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def require_redis_server() -> None:
+    """The `redis-server` binary, for tests that start their own topology."""
+    if redis_server_available():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("redis-server is required under CI=true (.ci/ensure-redis.sh installs it)")
+    pytest.skip("redis-server is not installed")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """A three-node Redis Cluster of our own, shared by the session (tests use their own prefix)."""
+    require_redis_server()
+    cluster = ClusterTopology(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def require_redis() -> None:

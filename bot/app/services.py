@@ -38,6 +38,7 @@ from bot.core.redact import Redactor
 from bot.core.settings import Settings
 from bot.core.store import Store, open_store
 from bot.core.tasks import TaskTracker
+from bot.core.topology import RedisTopology
 from bot.delivery.outbox import Outbox
 from bot.delivery.port import Channel, ChannelRegistry
 from bot.delivery.queue import Inbox, JobQueue
@@ -202,7 +203,7 @@ async def build_services(
     session = http or aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=30, connect=5), headers={"User-Agent": "job-doctor"}
     )
-    store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
+    store = open_store(RedisTopology.from_settings(settings), prefix=settings.redis_key_prefix)
     llm: LlmClient | None = None
     try:
         redactor = redactor or Redactor(settings.secret_values())

@@ -11,6 +11,7 @@ import pytest
 
 from bot.core.settings import Settings
 from bot.core.store import Store, open_store
+from bot.core.topology import RedisTopology
 from bot.devtools.redislab import ClusterTopology, redis_server_available
 
 REDIS_URL = os.environ.get("JOB_DOCTOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -80,12 +81,15 @@ async def _drop_prefix(store: Store) -> None:
         await store.redis.delete(*keys)
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[Store]:
-    """The same store tests run on the embedded store and on the real Redis."""
+    """The same store tests run on the embedded store, the real Redis and a Redis Cluster."""
     if request.param == "redis":
         require_redis()
         st = open_store(REDIS_URL, prefix=key_prefix)
+    elif request.param == "cluster":
+        cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
+        st = open_store(RedisTopology("cluster", cluster.url), prefix=key_prefix)
     else:
         st = open_store("", prefix=key_prefix)
     try:

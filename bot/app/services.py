@@ -41,7 +41,7 @@ from bot.core.tasks import TaskTracker
 from bot.core.topology import RedisTopology
 from bot.delivery.outbox import Outbox
 from bot.delivery.port import Channel, ChannelRegistry
-from bot.delivery.queue import Inbox, JobQueue
+from bot.delivery.queue import DeadLetters, Inbox, JobQueue
 from bot.delivery.reports import ReportStore
 from bot.delivery.send import Delivery
 from bot.diagnosis.llm_step import JobAnalyzer, make_model_step, metrics_observer
@@ -107,6 +107,7 @@ class Services:
     # durable work
     inbox: Inbox
     jobs: JobQueue
+    dead_letters: DeadLetters
     reports: ReportStore
     outbox: Outbox
     channels: ChannelRegistry
@@ -237,7 +238,7 @@ async def build_services(
         analyze: Analyze = opts.analyze or JobAnalyzer(analyzer, scrubber)
 
         # ---- durable work and delivery
-        inbox, jobs = Inbox(store), JobQueue(store)
+        inbox, jobs = Inbox(store, max_entries=settings.worker.inbox_max_entries), JobQueue(store)
         reports = ReportStore(store, fresh_s=settings.chat.report_cache_s)
         # Entries are reclaimed only after their owner stopped heartbeating for claim_idle_s, so a part
         # still marked "sending" by then belongs to a dead process: recover it (history, then resend).
@@ -282,6 +283,7 @@ async def build_services(
             analyze=analyze,
             inbox=inbox,
             jobs=jobs,
+            dead_letters=DeadLetters(store),
             reports=reports,
             outbox=outbox,
             channels=channels,

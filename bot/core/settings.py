@@ -179,7 +179,11 @@ class DigestSettings(_Section):
 class WorkerSettings(_Section):
     concurrency: int = Field(default=4, ge=1)
     max_attempts: int = Field(default=3, ge=1)
-    claim_idle_s: float = Field(default=120.0, gt=0)
+    # Heartbeats keep a live worker's entries for longer analyses; this only bounds how long the
+    # work of a replica that died waits (a stopped one hands its work back at once).
+    claim_idle_s: float = Field(default=30.0, gt=0)
+    # Callbacks are refused (503) rather than an unprocessed inbox entry ever being trimmed.
+    inbox_max_entries: int = Field(default=100_000, ge=10)
 
 
 class Settings(BaseSettings):

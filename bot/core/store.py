@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import MovedError, RedisError, ResponseError
+from redis.exceptions import MovedError, RedisError
 
 from bot.core.topology import Connection, RedisClient, RedisTopology, TopologyUnhealthy, connect, inspect
 
@@ -102,18 +102,17 @@ class Store:
         Beyond a PING: the topology's own state (Sentinel's master, the cluster's state on every
         primary) and a write in the inbox's slot, the write every callback depends on.
         """
-        ms = await self.ping()
         if self.embedded:
-            return f"embedded store ({ms:.1f} ms)"
+            return f"embedded store ({await self.ping():.1f} ms)"
+        # The topology first: "no master known" says more than the refused connection behind it.
+        detail = await inspect(self.topology, self._connection) if self._connection else ""
+        ms = await self.ping()
         try:
-            detail = await inspect(self.topology, self._connection) if self._connection else ""
             await self.redis.set(self.key("health", slot=INBOX_SLOT), str(int(time.time())), px=60_000)
-        except ResponseError as exc:
-            if isinstance(exc, MovedError) or str(exc).startswith("MOVED"):
-                raise TopologyUnhealthy(
-                    "the server is a Redis Cluster node: set JOB_DOCTOR_REDIS_CLUSTER=true"
-                ) from None
-            raise
+        except MovedError:
+            raise TopologyUnhealthy(
+                "the server is a Redis Cluster node: set JOB_DOCTOR_REDIS_CLUSTER=true"
+            ) from None
         return f"PONG ({ms:.1f} ms), {detail or self.topology.describe()}"
 
     async def eval_replicated(self, script: str, numkeys: int, *args: Any) -> Any:

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from bot.core.settings import Settings, parse_host_port
 
@@ -128,7 +128,18 @@ async def inspect(topology: RedisTopology, conn: Connection) -> str:
     if topology.kind == "cluster":
         assert isinstance(conn.client, RedisCluster)
         return await _inspect_cluster(conn.client)
-    return ""
+    return await _inspect_single(topology, conn)
+
+
+async def _inspect_single(topology: RedisTopology, conn: Connection) -> str:
+    try:
+        info = await conn.client.info("cluster")
+    except ResponseError:  # a proxy may not know INFO sections: nothing to tell then
+        info = {}
+    if int(info.get("cluster_enabled", 0) or 0):
+        # Only the slots of this one node would work: most callbacks would fail with MOVED.
+        raise TopologyUnhealthy("the server is a Redis Cluster node: set JOB_DOCTOR_REDIS_CLUSTER=true")
+    return topology.describe()
 
 
 async def _inspect_sentinel(topology: RedisTopology, conn: Connection) -> str:

@@ -21,6 +21,7 @@ safe by an in-flight mark that says "being created" and is taken over when its c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from bot.core.models import AnalysisJob, IncomingMessage, Requester
 from bot.core.store import INBOX_SLOT, Store
@@ -334,8 +335,11 @@ class JobQueue(StreamQueue[AnalysisJob]):
         try:
             entry_id = await self.add(job)
         except BaseException:
-            # Nothing was added: let the next asker create it instead of waiting for the mark to go stale.
-            await self.store.redis.eval(_SWAP, 1, inflight, mark, "")
+            # Not known to be added: let the next asker (or this message's retry) create it instead
+            # of waiting for the mark to go stale; an entry that was added after all costs one more
+            # analysis, never a second report.
+            with contextlib.suppress(RedisError):
+                await self.store.redis.eval(_SWAP, 1, inflight, mark, "")
             raise
         await self.store.redis.eval(_SWAP, 1, inflight, mark, entry_id)
         return entry_id

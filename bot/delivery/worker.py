@@ -283,8 +283,8 @@ class JobWorker(_Loop[AnalysisJob]):
             for requester in todo:
                 try:
                     await self.deliver_report(requester, job.request_key, entry.id)
-                except asyncio.CancelledError:
-                    raise
+                except (asyncio.CancelledError, RedisError):
+                    raise  # the store, not this delivery: the entry is taken up again as a whole
                 except DeliveryBusy:
                     again.append(requester)
                 except Exception as exc:

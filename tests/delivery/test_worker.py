@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import redis.exceptions
 
 from bot.core.metrics import Metrics
 from bot.core.models import AnalysisJob, ChatTarget, DiagnosisReport, Requester
@@ -175,3 +176,22 @@ async def test_a_stopping_worker_hands_its_entries_back_for_another_to_take_at_o
 
     [entry] = await stopping.jobs.reclaim("next-replica", min_idle_ms=60_000)
     assert entry.item == JOB and entry.deliveries == 1
+
+
+async def test_a_store_outage_while_delivering_is_not_counted_as_a_failed_attempt(store: Store) -> None:
+    w = World(store, max_attempts=1)
+    await w.jobs.ensure_group()
+    await w.jobs.submit(JOB, BOB)
+    [entry] = await w.jobs.read("w", count=1, block_ms=10)
+    await w.jobs.finish(JOB.request_key, entry.id)
+
+    async def store_down(requester: Requester, request_key: str, salt: str) -> None:
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    w.worker.deliver_report = store_down
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await w.worker._deliver_all(entry, JOB, [BOB])
+    assert await w.dead.count() == 0  # the entry is taken up again as a whole, no attempt spent
+    w.worker.deliver_report = w.deliver_report
+    await w.worker._deliver_all(entry, JOB, [BOB])
+    assert w.delivered == ["bob"] and await w.dead.count() == 0

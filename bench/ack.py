@@ -42,12 +42,13 @@ ROBOT_ID = "bench-robot"
 ACK = {"code": 0, "message": "参数接收成功"}
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
-# The same script as the bot's inbox (bot/queue.py): dedup key and stream entry in one step.
+# The same script as the bot's inbox (bot/delivery/queue.py): dedup key and stream entry in one
+# step, refused when the inbox holds ARGV[3] unprocessed entries (never trimmed).
 ACCEPT = """
-if redis.call('set', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  return redis.call('xadd', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'p', ARGV[2])
-end
-return false
+if redis.call('exists', KEYS[1]) == 1 then return false end
+if redis.call('xlen', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('set', KEYS[1], '1', 'PX', ARGV[1])
+return redis.call('xadd', KEYS[2], '*', 'p', ARGV[2])
 """
 
 

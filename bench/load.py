@@ -1,19 +1,24 @@
-"""Load: N analyses queued at once through the real engine, against a bare-pipeline baseline.
+"""Load: N analyses queued at once through the real engine, on one Redis and on a Redis Cluster,
+against a bare-pipeline baseline.
 
 The bot is the application `serve` builds (`create_app`: the durable job queue, the job worker
 with heartbeats, the report store, the outbox delivery) plus a counting chat channel. N jobs with distinct request keys over the failed steps of the scenario
 corpus are submitted at once; each must come back as one delivered report. The sandbox BkLog runs
-in its own process (so the RSS measured here is the bot's), reached over real HTTP.
+in its own process, reached over real HTTP.
 
 The baseline runs the same N analyses with the bare pipeline (the services' job analysis: the
 same clients, BkLog, concurrency and scrubbing, then the same rendering), with no queue or delivery:
 the ratio is what the durable engine costs.
 
-    python bench/load.py [--analyses 1000] [--concurrency 8] [--redis-url URL]
+Each run (baseline, bot on one Redis, bot on a three-node Redis Cluster, optionally the bot on the
+embedded store) is its own child process, so its RSS is its own; the Redis servers are started
+for the run on free ports (`bot.devtools.redislab`) unless `--redis-url` names one.
 
-Prints: wall time and analyses/s for both, their ratio, peak RSS (VmHWM) and its growth per
-analysis, and the asyncio task count before and after the run (it must return to its baseline).
-Without --redis-url the embedded store is used.
+    python bench/load.py [--analyses 1000] [--concurrency 8] [--redis-url URL] [--stores single,cluster]
+
+Prints per run: wall time and analyses/s, the ratio to the baseline, peak RSS growth per analysis,
+and the asyncio task count before and after the run (it must return to its baseline); then the
+cluster run as ratios against the single-Redis run of the same invocation.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +54,7 @@ from bot.core.settings import Settings  # noqa: E402
 from bot.delivery.port import Part  # noqa: E402
 from bot.delivery.render import render_markdown, render_text  # noqa: E402
 from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET  # noqa: E402
+from bot.devtools.redislab import ClusterTopology, SingleRedis, redis_server_available  # noqa: E402
 from bot.devtools.scenarios import load_scenarios  # noqa: E402
 
 
@@ -173,10 +180,11 @@ class CountingChannel:
         return False
 
 
-def settings_for(bklog_url: str, redis_url: str, concurrency: int) -> Settings:
+def settings_for(bklog_url: str, redis_url: str, concurrency: int, *, cluster: bool = False) -> Settings:
     code, secret, user = SANDBOX_APP
     return Settings(
         redis_url=redis_url,
+        redis_cluster=cluster,
         redis_key_prefix=f"jdload:{uuid.uuid4().hex[:8]}:",
         http={"shutdown_grace_s": 2},
         bklog={
@@ -189,7 +197,7 @@ def settings_for(bklog_url: str, redis_url: str, concurrency: int) -> Settings:
             "timeout_s": 30,
             "lookback_days": 3650,
         },
-        worker={"concurrency": concurrency, "claim_idle_s": 120},
+        worker={"concurrency": concurrency},
     )
 
 
@@ -268,53 +276,123 @@ async def drop_prefix(settings: Settings) -> None:
     if not settings.redis_url:
         return
     from bot.core.store import open_store
+    from bot.core.topology import RedisTopology
 
-    store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
+    store = open_store(RedisTopology.from_settings(settings), prefix=settings.redis_key_prefix)
     try:
         keys = [k async for k in store.redis.scan_iter(match=settings.redis_key_prefix + "*", count=1000)]
-        for i in range(0, len(keys), 500):
-            await store.redis.delete(*keys[i : i + 500])
+        for key in keys:  # one by one: on a cluster they live in many slots
+            await store.redis.delete(key)
     finally:
         await store.close()
 
 
-async def main(args: argparse.Namespace) -> int:
+# --------------------------------------------------------------------------- one run per process
+
+
+async def child_run(args: argparse.Namespace) -> dict[str, Any]:
+    """One measured run in this (fresh) process; the parent reads the JSON line it prints."""
     configure_logging(json_lines=False, level="WARNING")
     jobs = jobs_for(args.analyses)
+    settings = settings_for(args.bklog_url, args.store_url, args.concurrency, cluster=args.run == "cluster")
+    if args.run == "bare":
+        rss_before = proc_status()["VmRSS"]
+        elapsed = await run_baseline(settings, jobs, args.concurrency)
+        return {"elapsed": elapsed, "rss_before": rss_before, "hwm": proc_status()["VmHWM"], "lost": 0}
+    try:
+        return await run_bot(settings, jobs)
+    finally:
+        await drop_prefix(settings)
+
+
+def run_child(kind: str, args: argparse.Namespace, bklog_url: str, store_url: str) -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--child-run", kind, "--bklog-url", bklog_url, "--store-url", store_url]
+    argv += ["--analyses", str(args.analyses), "--concurrency", str(args.concurrency)]
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{kind} run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+@contextlib.contextmanager
+def redis_servers(args: argparse.Namespace, stores: list[str]) -> Iterator[dict[str, str]]:
+    """URL per store kind: our own redis-server (or --redis-url) and our own three-node cluster."""
+    urls = {"embedded": ""}
+    with tempfile.TemporaryDirectory(prefix="jd-load-") as tmp, contextlib.ExitStack() as stack:
+        if "single" in stores:
+            if args.redis_url:
+                urls["single"] = args.redis_url
+            else:
+                single = SingleRedis(Path(tmp)).start()
+                stack.callback(single.close)
+                urls["single"] = single.url
+        if "cluster" in stores:
+            cluster = ClusterTopology(Path(tmp)).start()
+            stack.callback(cluster.close)
+            urls["cluster"] = cluster.url
+        yield urls
+
+
+LABELS = {"single": "one Redis", "cluster": "Redis Cluster (3 primaries)", "embedded": "embedded store"}
+
+
+async def main(args: argparse.Namespace) -> int:
+    configure_logging(json_lines=False, level="WARNING")
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if any(s != "embedded" for s in stores) and not redis_server_available() and not args.redis_url:
+        print("redis-server is not installed: only the embedded store can run (--stores embedded)")
+        return 2
+    n = args.analyses
     async with bklog_process() as bklog_url:
-        settings = settings_for(bklog_url, args.redis_url, args.concurrency)
-        rss_start = proc_status()["VmRSS"]
-        distinct = {j.step_instance_id: j for j in jobs}
-        await run_baseline(settings, list(distinct.values()), args.concurrency)  # warm BkLog's memo
-        try:
-            bot = await run_bot(settings, jobs)
-        finally:
-            await drop_prefix(settings)
-        bare_s = await run_baseline(settings, jobs, args.concurrency)
-    n = len(jobs)
-    store = settings.redis_url or "embedded store"
-    print(f"analyses queued at once: {n}  (worker concurrency {args.concurrency}, {store})")
-    print(f"queued in: {bot['queued_s']:.2f} s")
+        # Warm BkLog's memo with one analysis per step, so no run pays for the sandbox's first scans.
+        warm = settings_for(bklog_url, "", args.concurrency)
+        distinct = {j.step_instance_id: j for j in jobs_for(n)}
+        await run_baseline(warm, list(distinct.values()), args.concurrency)
+        with redis_servers(args, stores) as urls:
+            bare = await asyncio.to_thread(run_child, "bare", args, bklog_url, "")
+            runs = {
+                kind: await asyncio.to_thread(run_child, kind, args, bklog_url, urls[kind]) for kind in stores
+            }
+
     print(
-        f"bot:       {bot['elapsed']:.2f} s  {n / bot['elapsed']:.1f} analyses/s (queue → worker → report → delivery)"
-    )
-    print(f"baseline:  {bare_s:.2f} s  {n / bare_s:.1f} analyses/s (bare pipeline: analyse, scrub, render)")
-    print(f"ratio bot/baseline throughput: {bare_s / bot['elapsed']:.2f}")
-    print(f"reports delivered: {bot['reports']}  lost: {bot['lost']}  duplicated: {bot['duplicates']}")
-    print(f"queue depth after: {bot['depth_after']}")
-    print(
-        f"asyncio tasks: {bot['tasks_before']} before → {bot['tasks_after']} after;"
-        f" tracked background tasks {bot['tracked_before']} → {bot['tracked_after']}"
-    )
-    growth = bot["hwm"] - bot["rss_before"]
-    print(
-        f"RSS: {mib(rss_start)} at start, {mib(bot['rss_before'])} app ready, peak (VmHWM) {mib(bot['hwm'])},"
-        f" {mib(bot['rss_after'])} after"
+        f"analyses queued at once: {n}  (worker concurrency {args.concurrency}); each run in its own process"
     )
     print(
-        f"peak RSS growth per analysis: {growth / n:.1f} KiB  (ru_maxrss {mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)})"
+        f"baseline:  {bare['elapsed']:.2f} s  {n / bare['elapsed']:.1f} analyses/s (bare pipeline: analyse, scrub, render)"
     )
-    ok = bot["lost"] == 0 and bot["duplicates"] == 0 and bot["tasks_after"] <= bot["tasks_before"]
+    ok = True
+    for kind, bot in runs.items():
+        growth = (bot["hwm"] - bot["rss_before"]) / n
+        bot["per_analysis_kib"] = growth
+        print(f"-- bot on {LABELS[kind]}")
+        print(
+            f"   queued in {bot['queued_s']:.2f} s; all reports in {bot['elapsed']:.2f} s: {n / bot['elapsed']:.1f} analyses/s"
+        )
+        print(f"   ratio bot/baseline throughput: {bare['elapsed'] / bot['elapsed']:.2f}")
+        print(
+            f"   reports delivered: {bot['reports']}  lost: {bot['lost']}  duplicated: {bot['duplicates']};"
+            f" queue depth after: {bot['depth_after']}"
+        )
+        print(
+            f"   asyncio tasks: {bot['tasks_before']} before → {bot['tasks_after']} after;"
+            f" tracked background tasks {bot['tracked_before']} → {bot['tracked_after']}"
+        )
+        print(
+            f"   RSS: {mib(bot['rss_before'])} app ready, peak (VmHWM) {mib(bot['hwm'])}, {mib(bot['rss_after'])} after;"
+            f" peak growth per analysis {growth:.1f} KiB"
+        )
+        ok = ok and bot["lost"] == 0 and bot["duplicates"] == 0 and bot["tasks_after"] <= bot["tasks_before"]
+    if "single" in runs and "cluster" in runs:
+        single, cluster = runs["single"], runs["cluster"]
+        print("-- Redis Cluster vs one Redis (same invocation)")
+        print(f"   throughput ratio cluster/single: {single['elapsed'] / cluster['elapsed']:.2f}")
+        print(
+            f"   peak RSS growth per analysis ratio cluster/single: "
+            f"{cluster['per_analysis_kib'] / max(single['per_analysis_kib'], 0.1):.2f}"
+            f" ({cluster['per_analysis_kib']:.1f} vs {single['per_analysis_kib']:.1f} KiB)"
+        )
     print("result:", "OK" if ok else "FAILED")
     return 0 if ok else 1
 
@@ -327,4 +405,12 @@ if __name__ == "__main__":
     parser.add_argument("--analyses", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--redis-url", default=os.environ.get("JOB_DOCTOR_REDIS_URL", ""))
-    raise SystemExit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--stores", default="single,cluster", help="runs among single,cluster,embedded")
+    parser.add_argument("--child-run", dest="run", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--bklog-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--store-url", default="", help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    if parsed.run:
+        print(json.dumps(asyncio.run(child_run(parsed))))
+        raise SystemExit(0)
+    raise SystemExit(asyncio.run(main(parsed)))

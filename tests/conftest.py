@@ -11,6 +11,8 @@ import pytest
 
 from bot.core.settings import Settings
 from bot.core.store import Store, open_store
+from bot.core.topology import RedisTopology
+from bot.devtools.redislab import ClusterTopology, redis_server_available
 
 REDIS_URL = os.environ.get("JOB_DOCTOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -22,6 +24,27 @@ def redis_available() -> bool:
             return sock.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def require_redis_server() -> None:
+    """The `redis-server` binary, for tests that start their own topology."""
+    if redis_server_available():
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("redis-server is required under CI=true (.ci/ensure-redis.sh installs it)")
+    pytest.skip("redis-server is not installed")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """A three-node Redis Cluster of our own, shared by the session (tests use their own prefix)."""
+    require_redis_server()
+    cluster = ClusterTopology(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
 
 
 def require_redis() -> None:
@@ -58,12 +81,15 @@ async def _drop_prefix(store: Store) -> None:
         await store.redis.delete(*keys)
 
 
-@pytest.fixture(params=["embedded", "redis"])
+@pytest.fixture(params=["embedded", "redis", "cluster"])
 async def store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[Store]:
-    """The same store tests run on the embedded store and on the real Redis."""
+    """The same store tests run on the embedded store, the real Redis and a Redis Cluster."""
     if request.param == "redis":
         require_redis()
         st = open_store(REDIS_URL, prefix=key_prefix)
+    elif request.param == "cluster":
+        cluster: ClusterTopology = request.getfixturevalue("redis_cluster")
+        st = open_store(RedisTopology("cluster", cluster.url), prefix=key_prefix)
     else:
         st = open_store("", prefix=key_prefix)
     try:

@@ -42,11 +42,9 @@ def _failed(err: GatewayError) -> ProbeFailed:
 
 
 def redis_probe(store: Store) -> Probe:
-    async def probe() -> str:
-        ms = await store.ping()
-        return f"embedded store ({ms:.1f} ms)" if store.embedded else f"PONG ({ms:.1f} ms)"
-
-    return probe
+    # The topology and a real write, not just a PING: a Sentinel setup without a master or a cluster
+    # with a failing node is down even while some server still answers PING.
+    return store.health
 
 
 def bklog_probe(client: BkLogClient) -> Probe:

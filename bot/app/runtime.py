@@ -30,7 +30,13 @@ class Background:
         cfg = s.settings
         self.services = services
         self.consumer = InboxConsumer(
-            s.inbox, self.handle, concurrency=INBOX_CONCURRENCY, claim_idle_s=cfg.worker.claim_idle_s
+            s.inbox,
+            self.handle,
+            concurrency=INBOX_CONCURRENCY,
+            claim_idle_s=cfg.worker.claim_idle_s,
+            max_attempts=cfg.worker.max_attempts,
+            dead=s.dead_letters,
+            metrics=s.metrics,
         )
         self.worker = JobWorker(
             s.jobs,
@@ -44,6 +50,7 @@ class Background:
             claim_idle_s=cfg.worker.claim_idle_s,
             max_attempts=cfg.worker.max_attempts,
             timeout_s=cfg.llm.deadline_s + 120,
+            dead=s.dead_letters,
         )
         self._loops: list[asyncio.Task[Any]] = []  # the engine's own loops
         self._channel_loops: list[asyncio.Task[Any]] = []
@@ -107,10 +114,13 @@ async def wait_for_redis(services: Services) -> None:
 
 
 async def queue_gauge(services: Services) -> None:
+    metrics = services.metrics
     while True:
         raise_if_cancelling()
         try:
-            services.metrics.queue_depth.set(await services.jobs.depth())
+            metrics.queue_depth.set(await services.jobs.depth())
+            metrics.inbox_depth.set(await services.inbox.length())
+            metrics.dead_letter_depth.set(await services.dead_letters.count())
         except Exception as exc:  # a metrics poll must never die
             log.debug("queue_gauge_failed", error=type(exc).__name__)
         await asyncio.sleep(5)

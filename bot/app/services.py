@@ -38,9 +38,10 @@ from bot.core.redact import Redactor
 from bot.core.settings import ConfigError, Settings
 from bot.core.store import Store, open_store
 from bot.core.tasks import TaskTracker
+from bot.core.topology import RedisTopology
 from bot.delivery.outbox import Outbox
 from bot.delivery.port import Channel, ChannelRegistry
-from bot.delivery.queue import Inbox, JobQueue
+from bot.delivery.queue import DeadLetters, Inbox, JobQueue
 from bot.delivery.reports import ReportStore
 from bot.delivery.send import Delivery
 from bot.diagnosis.llm_step import JobAnalyzer, make_model_step, metrics_observer
@@ -106,6 +107,7 @@ class Services:
     # durable work
     inbox: Inbox
     jobs: JobQueue
+    dead_letters: DeadLetters
     reports: ReportStore
     outbox: Outbox
     channels: ChannelRegistry
@@ -218,7 +220,7 @@ async def build_services(
     session = http or aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=30, connect=5), headers={"User-Agent": "job-doctor"}
     )
-    store = open_store(settings.redis_url, prefix=settings.redis_key_prefix)
+    store = open_store(RedisTopology.from_settings(settings), prefix=settings.redis_key_prefix)
     llm: LlmClient | None = None
     try:
         redactor = redactor or Redactor(settings.secret_values())
@@ -253,7 +255,7 @@ async def build_services(
         analyze: Analyze = opts.analyze or JobAnalyzer(analyzer, scrubber)
 
         # ---- durable work and delivery
-        inbox, jobs = Inbox(store), JobQueue(store)
+        inbox, jobs = Inbox(store, max_entries=settings.worker.inbox_max_entries), JobQueue(store)
         reports = ReportStore(store, fresh_s=settings.chat.report_cache_s)
         # Entries are reclaimed only after their owner stopped heartbeating for claim_idle_s, so a part
         # still marked "sending" by then belongs to a dead process: recover it (history, then resend).
@@ -298,6 +300,7 @@ async def build_services(
             analyze=analyze,
             inbox=inbox,
             jobs=jobs,
+            dead_letters=DeadLetters(store),
             reports=reports,
             outbox=outbox,
             channels=channels,

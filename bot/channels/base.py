@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from bot.core.metrics import Metrics
 from bot.core.models import IncomingMessage
-from bot.delivery.queue import Inbox
+from bot.delivery.queue import Inbox, InboxFull
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +39,11 @@ class Ingress:
         """True when the message is new and stored; False for a duplicate within the window."""
         try:
             accepted = await self.inbox.accept(fingerprint, msg, window_s=window_s)
+        except InboxFull as exc:
+            # Never trimmed: the consumers are stuck or far behind, and an operator must know.
+            self.reject(msg.channel, "inbox_full")
+            log.error("inbox_full", channel=msg.channel, max_entries=self.inbox.max_entries)
+            raise IngressUnavailable("inbox full") from exc
         except (RedisError, OSError) as exc:
             self.reject(msg.channel, "store_unavailable")
             log.error("ingress_store_unavailable", channel=msg.channel, error=type(exc).__name__)

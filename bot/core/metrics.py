@@ -30,6 +30,20 @@ class Metrics:
             "job_doctor_jobs_done_total", "Analysis jobs finished", ["outcome"], registry=r
         )  # outcome: ok | failed | retried
         self.queue_depth = Gauge("job_doctor_queue_depth", "Jobs waiting in the queue", registry=r)
+        self.inbox_depth = Gauge(
+            "job_doctor_inbox_depth",
+            "Accepted messages not processed yet (callbacks refused at the cap)",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "job_doctor_dead_letters_total",
+            "Entries and deliveries given up on, moved to the dead-letter stream",
+            ["queue", "reason"],
+            registry=r,
+        )  # reason: delivery (one requester, after max attempts) | attempts (the entry kept failing)
+        self.dead_letter_depth = Gauge(
+            "job_doctor_dead_letter_depth", "Entries in the dead-letter stream (all replicas)", registry=r
+        )
         self.analysis_seconds = Histogram(
             "job_doctor_analysis_seconds",
             "Time from job start to report",

@@ -10,8 +10,17 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import AnyHttpUrl, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.core.scope import parse_scope
@@ -220,7 +229,11 @@ class DigestSettings(_Section):
 class WorkerSettings(_Section):
     concurrency: int = Field(default=4, ge=1)
     max_attempts: int = Field(default=3, ge=1)
-    claim_idle_s: float = Field(default=120.0, gt=0)
+    # Heartbeats keep a live worker's entries for longer analyses; this only bounds how long the
+    # work of a replica that died waits (a stopped one hands its work back at once).
+    claim_idle_s: float = Field(default=30.0, gt=0)
+    # Callbacks are refused (503) rather than an unprocessed inbox entry ever being trimmed.
+    inbox_max_entries: int = Field(default=100_000, ge=10)
 
 
 class Settings(BaseSettings):
@@ -233,6 +246,13 @@ class Settings(BaseSettings):
 
     redis_url: str = ""  # empty = embedded in-process store
     redis_key_prefix: str = "jd:"
+    # Sentinel: "host:port,host:port" of the Sentinels and the monitored master's name; password
+    # and db still come from redis_url, which may then omit the host.
+    redis_sentinels: str = ""
+    redis_sentinel_master: str = Field(default="", validate_default=True)
+    redis_sentinel_password: SecretStr | None = None  # when the Sentinels themselves require AUTH
+    # Cluster: redis_url is one node of a Redis Cluster.
+    redis_cluster: bool = Field(default=False, validate_default=True)
     log_level: str = "INFO"
     http: HttpSettings = Field(default_factory=HttpSettings)
     bk: BkSettings = Field(default_factory=BkSettings)
@@ -253,6 +273,48 @@ class Settings(BaseSettings):
         v = v.strip()
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinels_list(cls, v: Any) -> Any:
+        return ",".join(str(x) for x in v) if isinstance(v, list) else v  # TOML may give a list
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, v: str) -> str:
+        items = [item.strip() for item in v.split(",") if item.strip()]
+        for item in items:
+            parse_host_port(item)
+        return ",".join(items)
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _sentinel_master(cls, v: str, info: ValidationInfo) -> str:
+        v = v.strip()
+        sentinels = info.data.get("redis_sentinels", "")
+        if sentinels and not v:
+            raise ValueError("required with JOB_DOCTOR_REDIS_SENTINELS: the name the Sentinels monitor")
+        if v and not sentinels:
+            raise ValueError("needs JOB_DOCTOR_REDIS_SENTINELS (comma-separated host:port)")
+        if v and str(info.data.get("redis_url", "")).startswith("unix://"):
+            raise ValueError("needs a redis:// or rediss:// JOB_DOCTOR_REDIS_URL (password and db only)")
+        return v
+
+    @field_validator("redis_cluster")
+    @classmethod
+    def _cluster(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v:
+            return v
+        url = str(info.data.get("redis_url", ""))
+        if info.data.get("redis_sentinels"):
+            raise ValueError("cannot be combined with JOB_DOCTOR_REDIS_SENTINELS")
+        if not url or url.startswith("unix://") or not urlsplit(url).hostname:
+            raise ValueError("needs JOB_DOCTOR_REDIS_URL = redis://host:port of one node of the cluster")
+        if urlsplit(url).path.strip("/") not in ("", "0"):
+            raise ValueError("a cluster has only db 0: drop the db from JOB_DOCTOR_REDIS_URL")
+        if any(c in str(info.data.get("redis_key_prefix", "")) for c in "{}"):
+            raise ValueError("JOB_DOCTOR_REDIS_KEY_PREFIX must not contain { or } on a cluster (hash tags)")
         return v
 
     @classmethod
@@ -296,9 +358,19 @@ class Settings(BaseSettings):
         walk(self)
         if "@" in self.redis_url and ":" in self.redis_url.split("@", 1)[0][8:]:
             pwd = self.redis_url.split("@", 1)[0].rsplit(":", 1)[-1]
-            if len(pwd) >= 4:
-                out.append(pwd)
+            for candidate in (pwd, unquote(pwd)):  # as written and as sent (percent-decoded)
+                if len(candidate) >= 4:
+                    out.append(candidate)
         return sorted(set(out), key=len, reverse=True)
+
+
+def parse_host_port(item: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) → (host, port); ValueError naming the item otherwise."""
+    host, sep, port = item.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected comma-separated host:port, got {item[:60]!r}")
+    return host, int(port)
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:

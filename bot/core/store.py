@@ -1,19 +1,30 @@
-"""The one storage interface: Redis (redis.asyncio) or an embedded in-process Redis (fakeredis).
+"""The one storage interface: Redis (redis.asyncio, one server, Sentinel or Cluster) or an embedded
+in-process Redis (fakeredis).
 
 Everything durable goes through here: dedup keys, conversation state, counters, locks, and
 the analysis queue (Redis Streams, built on `.redis` by the queue module). Both backends speak
 the same protocol, so the same tests run against each.
+
+On a Redis Cluster every key that a Lua script or a transaction touches together must hash to one
+slot: `key(..., slot=...)` puts such keys under one hash tag there (and leaves names as they always
+were on one server, so a deploy changes no key).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+import structlog
+from redis.exceptions import MovedError, RedisError
+
+from bot.core.topology import Connection, RedisClient, RedisTopology, TopologyUnhealthy, connect, inspect
+
+log = structlog.get_logger(__name__)
 
 # Compare-and-delete / compare-and-extend so a lock is only touched by its holder.
 _RELEASE = """
@@ -30,26 +41,106 @@ return v
 
 StoreError = RedisError
 
+# The slot of the inbox: its stream and the dedup keys written with each entry.
+INBOX_SLOT = "inbox"
+# How long a write that must survive a failover waits for a replica to have it (Sentinel).
+REPLICA_WAIT_MS = 200
+
+
+def hash_tag(value: str) -> str:
+    """The text between braces for `value`: readable when it can be, a digest when it has braces."""
+    if value and "{" not in value and "}" not in value and len(value) <= 64:
+        return value
+    return hashlib.sha1(value.encode()).hexdigest()[:16]
+
 
 class Store:
     """Thin typed layer over a Redis client with a key prefix (per deployment, per test run)."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str = "jd:", embedded: bool = False) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str = "jd:",
+        embedded: bool = False,
+        topology: RedisTopology | None = None,
+        connection: Connection | None = None,
+    ) -> None:
         self.redis = client
         self.prefix = prefix
         self.embedded = embedded
+        self.topology = topology or RedisTopology("embedded" if embedded else "single")
+        self._connection = connection
+        self._unreplicated_logged = 0.0
 
-    def key(self, *parts: object) -> str:
-        return self.prefix + ":".join(str(p) for p in parts)
+    @property
+    def cluster(self) -> bool:
+        return self.topology.kind == "cluster"
+
+    def key(self, *parts: object, slot: str | None = None) -> str:
+        """`<prefix>a:b:c`; on a cluster keys given the same `slot` share the hash tag `{slot}`."""
+        name = ":".join(str(p) for p in parts)
+        if slot is None or not self.cluster:
+            return self.prefix + name
+        return f"{self.prefix}{{{hash_tag(slot)}}}:{name}"
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        if self._connection is not None:
+            await self._connection.close()
+        else:
+            await self.redis.aclose()
 
     async def ping(self) -> float:
         """Round trip in milliseconds; raises StoreError when the server is unreachable."""
         start = time.perf_counter()
         await self.redis.ping()
         return (time.perf_counter() - start) * 1000
+
+    async def health(self) -> str:
+        """A one-line, secret-free description of the store; raises StoreError when it cannot take writes.
+
+        Beyond a PING: the topology's own state (Sentinel's master, the cluster's state on every
+        primary) and a write in the inbox's slot, the write every callback depends on.
+        """
+        if self.embedded:
+            return f"embedded store ({await self.ping():.1f} ms)"
+        # The topology first: "no master known" says more than the refused connection behind it.
+        detail = await inspect(self.topology, self._connection) if self._connection else ""
+        ms = await self.ping()
+        try:
+            await self.redis.set(self.key("health", slot=INBOX_SLOT), str(int(time.time())), px=60_000)
+        except MovedError:
+            raise TopologyUnhealthy(
+                "the server is a Redis Cluster node: set JOB_DOCTOR_REDIS_CLUSTER=true"
+            ) from None
+        return f"PONG ({ms:.1f} ms), {detail or self.topology.describe()}"
+
+    async def eval_replicated(self, script: str, numkeys: int, *args: Any) -> Any:
+        """EVAL a write that is acknowledged to the outside world (a callback, a send about to start).
+
+        Behind Sentinel the master replicates asynchronously: a failover right after the answer
+        could lose the write. WAIT (on the same connection, hence the pipeline) until a replica has
+        it, briefly; without a replica the write still goes through, and that is logged.
+        """
+        if self.topology.kind != "sentinel":
+            return await self.redis.eval(script, numkeys, *args)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.eval(script, numkeys, *args)
+        pipe.wait(1, REPLICA_WAIT_MS)
+        result, replicas = await pipe.execute()
+        if not replicas and time.monotonic() - self._unreplicated_logged > 60:
+            self._unreplicated_logged = time.monotonic()
+            log.warning("write_not_replicated", waited_ms=REPLICA_WAIT_MS)
+        return result
+
+    async def get_many(self, keys: list[str]) -> list[Any]:
+        """GET of several keys (MGET; on a cluster one request per slot, since they may not share one)."""
+        if not keys:
+            return []
+        if self.cluster:
+            assert not isinstance(self.redis, aioredis.Redis)
+            return list(await self.redis.mget_nonatomic(keys))
+        return list(await self.redis.mget(keys))
 
     # ---- dedup / flags
 
@@ -110,19 +201,14 @@ class Store:
         return bool(await self.redis.eval(_RELEASE, 1, self.key("lock", name), token))
 
 
-def open_store(redis_url: str, *, prefix: str = "jd:", timeout_s: float = 2.0) -> Store:
-    """Create the store. Connecting is lazy: an unreachable server shows up on first use (and in /readyz)."""
-    if not redis_url:
+def open_store(target: str | RedisTopology, *, prefix: str = "jd:", timeout_s: float = 2.0) -> Store:
+    """Create the store for a URL (empty = embedded) or a topology. Connecting is lazy: an
+    unreachable server shows up on first use (and in /readyz)."""
+    topology = RedisTopology.of_url(target) if isinstance(target, str) else target
+    if topology.kind == "embedded":
         import fakeredis  # only needed for the embedded backend
 
         client: aioredis.Redis = fakeredis.FakeAsyncRedis(decode_responses=True)
-        return Store(client, prefix=prefix, embedded=True)
-    client = aioredis.Redis.from_url(
-        redis_url,
-        decode_responses=True,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        health_check_interval=15,
-        retry_on_timeout=False,
-    )
-    return Store(client, prefix=prefix, embedded=False)
+        return Store(client, prefix=prefix, embedded=True, topology=topology)
+    conn = connect(topology, timeout_s=timeout_s)
+    return Store(conn.client, prefix=prefix, topology=topology, connection=conn)

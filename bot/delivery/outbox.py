@@ -29,6 +29,15 @@ return 'recover'
 """
 
 
+# A send cut short (the process is stopping): its outcome is unknown, so whoever sends the part
+# next must look at the channel's history first — now, not after `stale_after_s`.
+_RELEASE = """
+local v = redis.call('get', KEYS[1])
+if v and string.sub(v, 1, 8) == 'sending:' then redis.call('set', KEYS[1], 'sending:0', 'KEEPTTL') return 1 end
+return 0
+"""
+
+
 class Outbox:
     def __init__(self, store: Store, *, stale_after_s: float = 60.0, keep_s: float = 7 * 86400.0) -> None:
         self.store = store
@@ -40,10 +49,16 @@ class Outbox:
 
     async def begin(self, delivery_key: str, part: int, *, now_ms: int | None = None) -> BeginResult:
         now = now_ms if now_ms is not None else int(time.time() * 1000)
-        res = await self.store.redis.eval(
+        # Replicated before the send starts: after a failover the new master still knows the part
+        # may be out, and checks the history instead of sending it twice.
+        res = await self.store.eval_replicated(
             _BEGIN, 1, self.key(delivery_key, part), now, self.stale_after_ms, self.keep_ms
         )
         return str(res)  # type: ignore[return-value]
+
+    async def release(self, delivery_key: str, part: int) -> None:
+        """The send was cut short: its outcome is unknown, the next sender recovers it at once."""
+        await self.store.redis.eval(_RELEASE, 1, self.key(delivery_key, part))
 
     async def done(self, delivery_key: str, part: int) -> None:
         await self.store.redis.set(self.key(delivery_key, part), "sent", px=self.keep_ms)

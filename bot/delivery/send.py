@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 
@@ -82,13 +83,21 @@ class Delivery:
                 if seen:
                     await self.outbox.done(key, index)
                     continue
-            if await self._send_one(channel, part, key, since_ms):
-                sent += 1
+            try:
+                if await self._send_one(channel, part, key, since_ms):
+                    sent += 1
+            except asyncio.CancelledError:
+                # Stopping mid-send (the work is handed back): mark the outcome unknown so the
+                # replica that takes over checks the history now instead of waiting as "busy".
+                with contextlib.suppress(Exception):
+                    await self.outbox.release(key, index)
+                raise
         return sent
 
     async def _send_one(self, channel: Channel, part: Part, key: str, since_ms: int) -> bool:
         name, index = channel.name, part.index
         delay = self.backoff_s
+        last_error = "outcome unknown"
         for attempt in range(self.retries + 1):
             try:
                 await channel.send_part(part)
@@ -105,6 +114,7 @@ class Delivery:
                     break
                 continue
             except SendError as exc:
+                last_error = str(exc)[:200]
                 self.metrics.send_failures.labels(name).inc()
                 log.warning("send_failed", channel=name, attempt=attempt + 1, error=str(exc)[:200])
                 if attempt < self.retries:
@@ -115,4 +125,4 @@ class Delivery:
             self.metrics.sends.labels(name).inc()
             return True
         await self.outbox.abort(key, index)
-        raise DeliveryFailed(f"could not deliver part {index + 1} via {name}")
+        raise DeliveryFailed(f"could not deliver part {index + 1} via {name}: {last_error}")

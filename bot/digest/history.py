@@ -33,7 +33,7 @@ class DigestHistory:
         n = days if days is not None else self.days
         base = Date.fromisoformat(day)
         dates = [(base - timedelta(days=i)).isoformat() for i in range(1, n + 1)]
-        raw = await self.store.redis.mget([self.key(d) for d in dates])
+        raw = await self.store.get_many([self.key(d) for d in dates])
         out: dict[str, HistoryDay] = {}
         for d, value in zip(dates, raw, strict=True):
             if value is None:

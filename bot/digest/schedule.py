@@ -185,7 +185,7 @@ class DigestRunner:
         return self.store.key("digest", "sent", date, target.id)
 
     async def _pending(self, date: str) -> list[Target]:
-        marks = await self.store.redis.mget([self._mark_key(date, t) for t in self.targets])
+        marks = await self.store.get_many([self._mark_key(date, t) for t in self.targets])
         return [t for t, m in zip(self.targets, marks, strict=True) if m is None]
 
     async def posted_targets(self, date: str) -> list[str]:

@@ -1,7 +1,9 @@
 """Daily model-token budgets in Redis: one for the whole bot, one per chat.
 
 Keys are per calendar day (in `time_zone`) and expire after two days, so nothing needs cleaning.
-When a budget is spent the caller uses the rule-based report and adds `BUDGET_NOTICE`.
+When a budget is spent the caller uses the rule-based report and adds `BUDGET_NOTICE`. The two
+counters are independent keys (they may sit on different cluster nodes): each is read and charged
+on its own.
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-import redis.asyncio as aioredis
+from bot.core.topology import RedisClient
 
 BUDGET_NOTICE = "今日模型调用额度已用完，本次为规则诊断结果（明日自动恢复）。"
 
 _TTL_S = 2 * 24 * 3600
+
+# Charge a counter and make sure it expires, in one step (a key without TTL would live forever).
+_CHARGE = """
+local v = redis.call('incrby', KEYS[1], ARGV[1])
+redis.call('expire', KEYS[1], ARGV[2])
+return v
+"""
 
 
 class TokenBudget:
@@ -22,7 +31,7 @@ class TokenBudget:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         daily_limit: int,
@@ -45,8 +54,9 @@ class TokenBudget:
     async def used(self, chat_key: str) -> tuple[int, int]:
         """Tokens spent today: (whole bot, this chat)."""
         total_key, chat_key_ = self._keys(chat_key)
-        values = await self._redis.mget([total_key, chat_key_])
-        return int(values[0] or 0), int(values[1] or 0)
+        total = await self._redis.get(total_key)
+        chat = await self._redis.get(chat_key_)
+        return int(total or 0), int(chat or 0)
 
     async def check(self, chat_key: str) -> bool:
         """True while both budgets have room left."""
@@ -61,9 +71,5 @@ class TokenBudget:
         if tokens <= 0:
             return
         total_key, chat_key_ = self._keys(chat_key)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(total_key, tokens)
-            pipe.expire(total_key, _TTL_S)
-            pipe.incrby(chat_key_, tokens)
-            pipe.expire(chat_key_, _TTL_S)
-            await pipe.execute()
+        for key in (total_key, chat_key_):
+            await self._redis.eval(_CHARGE, 1, key, tokens, _TTL_S)

@@ -165,7 +165,7 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def second_store(store: Store) -> Store | None:
     """Another replica's connection to the same store (the embedded store is shared in-process)."""
-    return None if store.embedded else open_store(REDIS_URL, prefix=store.prefix)
+    return None if store.embedded else open_store(store.topology, prefix=store.prefix)
 
 
 # --------------------------------------------------------------------------- tests

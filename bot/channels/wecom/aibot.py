@@ -284,7 +284,7 @@ class StreamStore:
         self.ttl_ms = max(1000, int(ttl_s * 1000))
 
     def _keys(self, sid: str) -> tuple[str, str]:
-        base = self.store.key("aibot", "stream", sid)
+        base = self.store.key("aibot", "stream", sid, slot=sid)  # the scripts touch both: one slot
         return base, base + ":parts"
 
     async def open(self, sid: str, meta: dict[str, str], *, created_ms: int | None = None) -> bool:
@@ -330,6 +330,12 @@ class StreamStore:
 # --------------------------------------------------------------------------- WebSocket relay
 
 
+_PUSH = """
+redis.call('rpush', KEYS[1], ARGV[1])
+redis.call('pexpire', KEYS[1], ARGV[2])
+"""
+
+
 class Relay:
     """Frames for the WebSocket holder, in a Redis list: any replica produces, the holder consumes.
 
@@ -344,10 +350,7 @@ class Relay:
         self.wake = asyncio.Event()
 
     async def push(self, item: dict[str, str]) -> None:
-        pipe = self.store.redis.pipeline(transaction=True)
-        pipe.rpush(self.key, json.dumps(item, ensure_ascii=False))
-        pipe.pexpire(self.key, self.ttl_ms)
-        await pipe.execute()
+        await self.store.redis.eval(_PUSH, 1, self.key, json.dumps(item, ensure_ascii=False), self.ttl_ms)
         self.wake.set()
 
     async def peek(self) -> dict[str, str] | Literal[False] | None:

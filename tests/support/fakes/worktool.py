@@ -14,7 +14,8 @@ timeCost, type, rawMsg, rawSuccess, successList, failList``; newest first.
 Fault injection for the next send requests: `fail_next` (HTTP 500), `rate_limit_next` (HTTP 429),
 `hang_next` (the commands ARE recorded as sent, then the answer is held back longer than the
 client's timeout: "sent, answer lost"), `reject_next` (a JSON error code), `fail_delivery_next`
-(accepted, but the phone fails: rawSuccess 1, failList). `fail_history_next` breaks the history.
+(accepted, but the phone fails: rawSuccess 1, failList). `fail_history_next` breaks the history;
+`refuse_chat` refuses every send to one chat.
 Every request is timestamped with the injectable `clock`; `max_requests_per_window` is the QPM
 counter, and `enforce_per_minute` makes the fake answer 429 beyond it like the real cloud.
 """
@@ -85,6 +86,8 @@ class FakeWorkTool:
     _history_faults: deque[int] = field(default_factory=deque)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1582945256466776064))
     _reject_message: str = "数据格式错误"
+    _refused_chats: dict[str, tuple[int, str]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)  # chat titles of refused sends, in order
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ------------------------------------------------------------------ fault injection
@@ -109,6 +112,10 @@ class FakeWorkTool:
 
     def fail_history_next(self, n: int = 1, *, status: int = 500) -> None:
         self._history_faults.extend([status] * n)
+
+    def refuse_chat(self, title: str, *, code: int = 101011, message: str = "查找聊天窗失败") -> None:
+        """Every send addressed to `title` is refused with a JSON error code (a renamed group)."""
+        self._refused_chats[title] = (code, message)
 
     # ------------------------------------------------------------------ accessors
 
@@ -162,6 +169,12 @@ class FakeWorkTool:
         body = self._validate(await request.read())
         if body is None:
             return web.json_response({"code": 101011, "message": "数据格式错误", "data": None})
+        for command in body["list"]:
+            for title in command.get("titleList") or ():
+                if title in self._refused_chats:
+                    self.refused.append(title)
+                    code, message = self._refused_chats[title]
+                    return web.json_response({"code": code, "message": message, "data": None})
         self.send_bodies.append(body)
         message_id = str(next(self._ids))
         for command in body["list"]:

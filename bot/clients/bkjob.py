@@ -637,17 +637,27 @@ class BkJobClient:
         ips: Sequence[tuple[int, str]] = (),
         bk_scope_type: str = "biz",
     ) -> IpLogs:
-        """Script output / file-transfer logs per host; `ips` are (bk_cloud_id, ip) pairs."""
+        """Script output / file-transfer logs per host; `ips` are (bk_cloud_id, ip) pairs.
+
+        BK-JOB ignores `ip_list` when `host_id_list` is given, so asking for both is two calls."""
         api = "batch_get_job_instance_ip_log"
-        body: dict[str, Any] = {
+        base: dict[str, Any] = {
             "bk_scope_type": bk_scope_type,
             "bk_scope_id": bk_scope_id,
             "job_instance_id": job_instance_id,
             "step_instance_id": step_instance_id,
         }
+        bodies = []
         if host_ids:
-            body["host_id_list"] = list(host_ids)
+            bodies.append({**base, "host_id_list": list(host_ids)})
         if ips:
-            body["ip_list"] = [{"bk_cloud_id": c, "ip": ip} for c, ip in ips]
-        data = self._data(await self._call("POST", api, body=body), api)
-        return _parse_ip_logs(data)
+            bodies.append({**base, "ip_list": [{"bk_cloud_id": c, "ip": ip} for c, ip in ips]})
+        parts = [_parse_ip_logs(self._data(await self._call("POST", api, body=b), api)) for b in bodies]
+        if not parts:
+            raise ValueError("batch_get_job_instance_ip_log needs host_ids or ips")
+        return parts[0].model_copy(
+            update={
+                "script_logs": [x for p in parts for x in p.script_logs],
+                "file_logs": [x for p in parts for x in p.file_logs],
+            }
+        )

@@ -206,6 +206,7 @@ class _Reader:
         log_type: int | None = None
         ids = [h.bk_host_id for h in hosts if h.bk_host_id is not None]
         ips = [(h.bk_cloud_id or 0, h.ip) for h in hosts if h.bk_host_id is None and h.ip]
+        # the client asks by id and by ip in separate calls (BK-JOB ignores ip_list beside ids)
         for i in range(0, max(len(ids), len(ips)), MAX_LOG_HOSTS_PER_CALL):
             try:
                 part = await self.bkjob.batch_get_job_instance_ip_log(

@@ -139,7 +139,7 @@ async def test_demo_console_with_the_real_pipeline() -> None:
     try:
         settings = demo_settings(Settings(http={"host": "127.0.0.1"}), box)
         app = await create_app(settings, options=AppOptions(mode="demo", samples=box.samples))
-        step = next(s["id"] for s in box.samples if s["label"] == "agent_offline_117")
+        step = next(s["id"] for s in box.samples if s["label"] == "output_disk_full_and_agent_down")
         async with console_page(app, height=1000) as (page, errors):
             await page.fill("#input", "@job-doctor 帮我看看这个任务为什么失败")
             await page.press("#input", "Enter")
@@ -155,6 +155,8 @@ async def test_demo_console_with_the_real_pipeline() -> None:
                 assert heading in headings
             body = await report.inner_text()
             assert "errorCode=117" in body  # the decisive line, quoted from the sandbox BkLog
+            # what the hosts printed, from the sandbox BK-JOB, and the agent's state from its GSE
+            assert "Cannot write: No space left on device" in body and "异常（有损状态" in body
             card = page.locator(".recent-list .card").first
             await card.wait_for(timeout=15_000)
             assert "分析耗时" in await card.inner_text()

@@ -173,6 +173,8 @@ MAX_PHASE_EVENTS = 5
 class TimelineEntry(BaseModel):
     phase: str
     status: PhaseStatus
+    # when the phase ended: its last line. Phases overlap (hosts' results are analysed while the
+    # engine polls), so start times would run backwards from execution to result polling.
     time: str | None = None
     note: str = ""
     # what happened in the phase, in time order (at most MAX_PHASE_EVENTS), so the timeline reads
@@ -200,6 +202,14 @@ class HostGroup(BaseModel):
 class Window(BaseModel):
     start: str  # ISO 8601 with offset
     end: str
+
+
+class RunSpan(BaseModel):
+    """The diagnosed run from its first to its last log line: times as logged (engine local time)."""
+
+    start: str
+    end: str
+    seconds: float = Field(default=0.0, ge=0.0)
 
 
 class Actions(BaseModel):
@@ -234,4 +244,5 @@ class DiagnosisReport(BaseModel):
     earlier_runs: list[str] = Field(default_factory=list)  # summaries of earlier executeCounts
     scope: str | None = None  # "biz:2" | "biz_set:ID": the business the step belongs to, when known
     window: Window | None = None  # the BkLog window searched
+    span: RunSpan | None = None  # first → last log line of the run diagnosed
     host_groups: list[HostGroup] = Field(default_factory=list)

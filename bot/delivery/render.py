@@ -15,8 +15,19 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Literal
 
-from bot.core.models import FAULT_SIDE_ZH, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport, Evidence, HostGroup
+from bot.core.models import (
+    FAULT_SIDE_ZH,
+    PHASE_STATUS_ICON,
+    STAGE_ZH,
+    DiagnosisReport,
+    Evidence,
+    HostGroup,
+    TimelineEntry,
+    Window,
+)
 
 HEADER_PREFIX = "【job-doctor 诊断报告】"
 MARKDOWN_MAX_BYTES = 20480  # AI bot stream content / response_url markdown (wecom-channels.md §2)
@@ -63,6 +74,7 @@ class _View:
     """What to include; `render_markdown` narrows it step by step until the text fits."""
 
     evidence: tuple[int, ...]
+    events: Literal["all", "problems", "none"] = "all"  # timeline events: every phase's, or not ok ones'
     improvements: bool = True
     prevention: bool = True
     details: bool = True  # timeline notes and evidence "why"
@@ -152,6 +164,65 @@ def _text_hosts(groups: Sequence[HostGroup]) -> str:
     return "\n".join(parts)
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{round(seconds * 1000)} 毫秒"
+    if seconds < 60:
+        return f"{seconds:.1f} 秒"
+    s = round(seconds)
+    if s < 3600:
+        return f"{s // 60} 分 {s % 60} 秒"
+    if s < 86400:
+        return f"{s // 3600} 小时 {s % 3600 // 60} 分"
+    return f"{s // 86400} 天 {s % 86400 // 3600} 小时"
+
+
+def _same_day_end(start: str, end: str) -> str:
+    """`end` without its date when it is `start`'s date (both ``YYYY-MM-DD hh:mm:ss…``)."""
+    return end[11:] if len(end) > 11 and end[:11] == start[:11] else end
+
+
+def _window_text(window: Window) -> str:
+    try:
+        start, end = datetime.fromisoformat(window.start), datetime.fromisoformat(window.end)
+    except ValueError:
+        return f"{window.start} → {window.end}"
+    a, b = f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"
+    zone = start.isoformat()[19:] if start.utcoffset() is not None else ""
+    return f"{a} → {b}" + (f"（UTC{zone}）" if zone else "")
+
+
+def _header_facts(report: DiagnosisReport) -> list[str]:
+    """When the run happened (first → last log line) and which BkLog window was searched."""
+    lines = []
+    if report.span is not None:
+        span = report.span
+        lines.append(
+            f"日志跨度：{span.start} → {_same_day_end(span.start, span.end)}（历时 {_duration(span.seconds)}）"
+        )
+    if report.window is not None:
+        lines.append(f"检索窗口：{_window_text(report.window)}")
+    return lines
+
+
+def _timeline_day(timeline: Sequence[TimelineEntry]) -> str | None:
+    """The one date of every time in the timeline, so the lines can show the clock only."""
+    times = [t for e in timeline for t in (e.time, *(ev.time for ev in e.events)) if t]
+    days = {t[:10] for t in times if len(t) > 11 and t[10] == " "}
+    return days.pop() if len(days) == 1 and all(len(t) > 11 and t[10] == " " for t in times) else None
+
+
+def _clock(time: str | None, day: str | None) -> str:
+    if not time:
+        return "?"
+    return time[11:] if day is not None else time
+
+
+def _timeline_title(timeline: Sequence[TimelineEntry]) -> tuple[str, str | None]:
+    day = _timeline_day(timeline)
+    return ("时间线" + (f"（{day}）" if day else "")), day
+
+
 # --------------------------------------------------------------------------- markdown
 
 
@@ -187,6 +258,8 @@ def _md_evidence(n: int, ev: Evidence, details: bool) -> str:
 def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
     cap = view.text_cap
     paras = [report_header(report)]
+    if facts := _header_facts(report):
+        paras.append("\n".join(facts))
     paras += [f"> {_cap(n, cap)}" for n in report.notices]
 
     overview = _cap(report.summary, cap) or _NONE
@@ -219,15 +292,7 @@ def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
         if hidden:
             paras.append(f"（另有 {hidden} 条相关日志已省略）")
     if report.timeline:
-        lines = []
-        for entry in report.timeline:
-            line = f"- {PHASE_STATUS_ICON.get(entry.status, '❔')} {_phase_name(entry.phase)}"
-            if entry.time:
-                line += f" {_inline_code(entry.time)}"
-            if view.details and entry.note:
-                line += f" {_cap(entry.note, cap)}"
-            lines.append(line)
-        paras.append("#### 时间线\n" + "\n".join(lines))
+        paras.append(_md_timeline(report.timeline, view))
 
     immediate, more_i = _items(report.actions.immediate, view)
     root_fix, more_r = _items(report.actions.root_fix, view)
@@ -262,10 +327,28 @@ def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
     return paras
 
 
+def _md_timeline(timeline: Sequence[TimelineEntry], view: _View) -> str:
+    """Each phase with its mark (and note), its timed events nested under it."""
+    title, day = _timeline_title(timeline)
+    lines = [f"#### {title}"]
+    for entry in timeline:
+        line = f"- {PHASE_STATUS_ICON.get(entry.status, '❔')} {_phase_name(entry.phase)}"
+        if entry.time:
+            line += f" {_inline_code(_clock(entry.time, day))}"
+        if view.details and entry.note:
+            line += f" {_cap(entry.note, view.text_cap)}"
+        lines.append(line)
+        if view.events == "all" or (view.events == "problems" and entry.status != "ok"):
+            lines += [f"  - {_inline_code(f'{_clock(ev.time, day)} {ev.text}')}" for ev in entry.events]
+    return "\n".join(lines)
+
+
 def _detail_views(report: DiagnosisReport) -> list[_View]:
-    """Ever shorter views before any evidence is dropped: optional sections, then details."""
+    """Ever shorter views before any evidence is dropped: timeline events (of phases that went
+    well first), optional sections, then details."""
     full = _View(evidence=tuple(range(len(report.evidence))))
-    views = [full, replace(full, improvements=False)]
+    views = [full, replace(full, events="problems"), replace(full, events="none")]
+    views.append(replace(views[-1], improvements=False))
     views.append(replace(views[-1], prevention=False))
     views.append(replace(views[-1], details=False))
     return views
@@ -350,7 +433,7 @@ def _text_list(items: Sequence[str]) -> str:
 
 def render_text(report: DiagnosisReport) -> str:
     """Plain-text report: the same structure without markdown; each log line on its own line."""
-    paras = [report_header(report)]
+    paras = ["\n".join([report_header(report), *_header_facts(report)])]
     if report.notices:
         paras.append("\n".join(f"※ {n}" for n in report.notices))
 
@@ -378,12 +461,14 @@ def render_text(report: DiagnosisReport) -> str:
         item = f"{meta}\n{ev.text}"
         paras.append(f"相关日志（{len(report.evidence)} 条）：\n{item}" if n == 1 else item)
     if report.timeline:
-        lines = []
+        title, day = _timeline_title(report.timeline)
+        lines = [f"{title}："]
         for entry in report.timeline:
             bits = [PHASE_STATUS_ICON.get(entry.status, "❔"), _phase_name(entry.phase)]
-            bits += [v for v in (entry.time, entry.note) if v]
+            bits += [v for v in (entry.time and _clock(entry.time, day), entry.note) if v]
             lines.append(" ".join(bits))
-        paras.append("时间线：\n" + "\n".join(lines))
+            lines += [f"  {_clock(ev.time, day)} {ev.text}" for ev in entry.events]
+        paras.append("\n".join(lines))
 
     paras.append(f"【{SECTION_SOLUTION}】\n立即措施：\n{_text_list(report.actions.immediate)}")
     paras.append(f"根本解决：\n{_text_list(report.actions.root_fix)}")

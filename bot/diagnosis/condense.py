@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from bot.core.codes import codes, run_status_zh
-from bot.core.models import PHASE_STATUS_ICON, STAGE_ZH, TimelineEntry
+from bot.core.models import PHASE_STATUS_ICON, STAGE_ZH, RunSpan, TimelineEntry
 from bot.diagnosis.extract import (
     nonzero_codes,
     parse_callback,
@@ -36,6 +36,7 @@ from bot.diagnosis.extract import (
     pull_times,
 )
 from bot.diagnosis.parser import dedupe, order
+from bot.diagnosis.phase_events import run_span
 from bot.diagnosis.phases import Classification, classify, strip_task_prefix
 from bot.diagnosis.records import LogRecord
 from bot.diagnosis.runs import RunView, attribute, select_run
@@ -109,6 +110,7 @@ class Condensed:
     tokens: int
     over_budget: bool  # key lines alone did not fit the budget (they were kept whole anyway)
     records: list[LogRecord] = field(default_factory=list)  # the diagnosed run's records (time order)
+    span: RunSpan | None = None  # first → last line of the diagnosed run
 
     @property
     def earlier_runs(self) -> list[str]:
@@ -435,6 +437,7 @@ def condense(
         tokens=tokens,
         over_budget=tokens > token_budget,
         records=list(recs),
+        span=run_span(view),
     )
 
 
@@ -535,7 +538,7 @@ def _header(
     if summaries:
         out.append("## 运行")
         out.extend(f"- {s.line}" for s in summaries)
-    out.append("## 时间线")
+    out.append("## 时间线（各阶段最后一行日志的时间）")
     for e in timeline:
         icon = PHASE_STATUS_ICON.get(e.status, "")
         out.append(f"- {STAGE_ZH.get(e.phase, e.phase)} {icon}{e.status} {e.time or ''} {e.note}".rstrip())

@@ -95,8 +95,8 @@ class PipelineTools:
 
 
 def scrub_report(report: DiagnosisReport, scrubber: Scrubber) -> DiagnosisReport:
-    """The report with every credential masked, in every field (rule timeline notes and evidence
-    quote raw log lines too); what is not a secret is left exactly as logged."""
+    """The report with every credential masked, in every field (rule timeline notes and events and
+    evidence quote raw log lines too); what is not a secret is left exactly as logged."""
     return DiagnosisReport.model_validate(scrubber.obj(report.model_dump()))
 
 
@@ -166,6 +166,6 @@ class JobAnalyzer:
     async def __call__(self, job: AnalysisJob) -> DiagnosisReport:
         with budget_scope(budget_key_of(job)):
             report = await self.analyzer.analyze_job(job)
-        # Rule timeline notes and evidence quote raw log lines too, with or without a model;
+        # Rule timeline notes and events and evidence quote raw log lines too, with or without a model;
         # delivery masks what goes to chats on top.
         return scrub_report(report, self.scrubber)

@@ -212,6 +212,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
         links=list(inp.links),
         notices=list(inp.notices),
         window=(Window(start=c.window[0].isoformat(), end=c.window[1].isoformat()) if c.window else None),
+        span=cond.span if cond else None,
         source="rules",
     )
     if c.empty or cond is None or not cond.records:

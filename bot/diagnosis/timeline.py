@@ -1,4 +1,5 @@
-"""The timeline of one run of a step: each phase ok / warn / fail / missing / skipped, with a note.
+"""The timeline of one run of a step: each phase ok / warn / fail / missing / skipped, with a note
+and its events (`phase_events.py`), timed by the phase's last line.
 
 Usage::
 
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from bot.core.codes import codes
 from bot.core.models import PHASES, PhaseStatus, Stage, TimelineEntry
 from bot.diagnosis.extract import ScriptResult, parse_gse_finish, parse_script_result, pull_times
+from bot.diagnosis.phase_events import phase_events
 from bot.diagnosis.phases import Classification, phase_rules, strip_task_prefix
 from bot.diagnosis.records import LogRecord
 from bot.diagnosis.runs import RunView, select_run
@@ -53,14 +55,6 @@ def assign_phases(classes: Sequence[Classification]) -> list[Stage | None]:
             base = _PHASE_INDEX["initialization"]
         out.append(PHASES[min(max(base, floor), _CALLBACK)])
     return out
-
-
-def _milestone(phase: str, recs: Sequence[LogRecord], cls: Sequence[Classification]) -> LogRecord:
-    for name in phase_rules().milestones.get(phase, ()):
-        for r, c in zip(reversed(recs), reversed(cls), strict=True):
-            if c.template == name:
-                return r
-    return recs[-1]
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -109,7 +103,10 @@ def _phase_note(phase: str, recs: Sequence[LogRecord]) -> str:
         for r in recs:
             fin = parse_gse_finish(r.message)
             if fin is not None:
-                finishes[fin.task] = f"`{_line(r)}`（{fin.name} {fin.zh}）"
+                batch = f"批次 {fin.key.batch} " if fin.key is not None and fin.key.batch is not None else ""
+                finishes[fin.task] = (
+                    f"{batch}GSE 任务结束 executeResult:{fin.execute_result}（{fin.name} {fin.zh}）"
+                )
         shown = list(finishes.values())[-3:]
         if len(finishes) > len(shown):
             shown.insert(0, f"共 {len(finishes)} 个 GSE 任务结束，末 {len(shown)} 个：")
@@ -148,15 +145,16 @@ def timeline_for(view: RunView) -> list[TimelineEntry]:
         soft = [i for i in idx if view.classes[i].severity == "fail" and view.classes[i].consequence]
         warns = [i for i in idx if view.classes[i].severity == "warn"]
         extra = _phase_note(phase, recs)
+        events = phase_events(view, idx, phase)
+        # the phase's end: monotonic across phases where start times are not (see TimelineEntry.time)
+        time = next((r.time_text for r in reversed(recs) if r.time_text), None)
         status: PhaseStatus
-        time: str | None = None
         note = ""
         if hard or (soft and not failed_before):
             first = view.records[(hard or soft)[0]]
-            status, time = "fail", first.time_text
+            status = "fail"
             note = "" if phase == "execution" and extra else f"`{_line(first, 160)}`"
         elif recs:
-            time = recs[0].time_text
             done = rules.completion.get(phase)
             templates = {c.template for c in cls}
             if done and not templates.intersection(done) and not later_lines(k) and phase != "callback":
@@ -169,8 +167,7 @@ def timeline_for(view: RunView) -> list[TimelineEntry]:
                 status = "warn"
                 note = f"`{_line(view.records[warns[0]], 160)}`"
             else:
-                status = "ok"
-                note = "" if extra else f"`{_line(_milestone(phase, recs, cls), 100)}`"
+                status = "ok"  # its milestones are among the events
         elif phase == "callback":
             status, note = "skipped", "未见通知/回调日志（未配置回调或通知时属正常）"
         elif failed_before:
@@ -183,7 +180,7 @@ def timeline_for(view: RunView) -> list[TimelineEntry]:
             note = f"未见 `{rules.expected_first[phase]}`{seen}"
         if extra and status != "missing":
             note = f"{note}；{extra}" if note else extra
-        entries.append(TimelineEntry(phase=phase, status=status, time=time, note=note))
+        entries.append(TimelineEntry(phase=phase, status=status, time=time, note=note, events=events))
         if status == "fail" or (status == "missing" and not later_lines(k)):
             failed_before = True
         if recs:

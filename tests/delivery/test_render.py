@@ -8,7 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.core.models import Actions, DiagnosisReport, Evidence, HostGroup, TimelineEntry
+from bot.core.models import (
+    Actions,
+    DiagnosisReport,
+    Evidence,
+    HostGroup,
+    RunSpan,
+    TimelineEntry,
+    TimelineEvent,
+    Window,
+)
 from bot.delivery.render import (
     SHORTENED_NOTE,
     render_markdown,
@@ -43,11 +52,31 @@ def make_report(**kw: object) -> DiagnosisReport:
             Evidence(time="2024-05-01 10:00:01.500", level="INFO", logger="c.t.b.j.e.Listener", text=NASTY),
         ],
         "timeline": [
-            TimelineEntry(phase="parameter_check", status="ok", time="10:00:00.100"),
-            TimelineEntry(phase="initialization", status="warn", time="10:00:00.500", note="重试 1 次"),
-            TimelineEntry(phase="dispatch", status="fail", time="10:00:01.123", note="GSE 返回错误"),
+            TimelineEntry(
+                phase="parameter_check",
+                status="ok",
+                time="2024-05-01 10:00:00.100",
+                events=[
+                    TimelineEvent(time="2024-05-01 10:00:00.100", text="Start task, taskInstanceId=10000456")
+                ],
+            ),
+            TimelineEntry(
+                phase="initialization", status="warn", time="2024-05-01 10:00:00.500", note="重试 1 次"
+            ),
+            TimelineEntry(
+                phase="dispatch",
+                status="fail",
+                time="2024-05-01 10:00:01.123",
+                note="GSE 返回错误",
+                events=[
+                    TimelineEvent(time="2024-05-01 10:00:00.900", text="Sending task to gse server"),
+                    TimelineEvent(time="2024-05-01 10:00:01.123", text="Start gse task fail, errorCode=1"),
+                ],
+            ),
             TimelineEntry(phase="execution", status="missing"),
         ],
+        "span": RunSpan(start="2024-05-01 10:00:00.100", end="2024-05-01 10:00:05.300", seconds=5.2),
+        "window": Window(start="2024-04-28T10:30:00+08:00", end="2024-05-01T10:30:00+08:00"),
         "actions": Actions(
             immediate=["检查 Agent"], root_fix=["重装 Agent"], improvements=["配置 Agent 监控"]
         ),
@@ -233,6 +262,7 @@ def test_optional_detail_dropped_before_evidence() -> None:
     report = make_report(
         actions=Actions(immediate=["a"], root_fix=["b"], improvements=["建议" * 400]),
         prevention=["预防" * 400],
+        timeline=[TimelineEntry(phase="dispatch", status="fail", time="10:00:01.123", note="GSE 返回错误")],
     )
     full = render_markdown(report).text
     out = render_markdown(report, max_bytes=utf8_len(full) - 100)
@@ -251,6 +281,148 @@ def test_oversized_free_text_is_cut_to_fit() -> None:
     report = make_report(summary="很长的概述" * 5000, root_cause="原因" * 5000, evidence=[])
     out = render_markdown(report, max_bytes=4096, detail_hint=HINT)
     assert out.shortened and utf8_len(out.text) <= 4096 and out.text.endswith(HINT)
+
+
+# --------------------------------------------------------------------------- header and timeline
+
+
+@pytest.mark.parametrize("render", [lambda r: render_markdown(r).text, render_text])
+def test_header_carries_the_runs_span_and_the_window_searched(render: object) -> None:
+    text = render(make_report())  # type: ignore[operator]
+    lines = text.split("\n")
+    assert lines[0] == "【job-doctor 诊断报告】stepInstanceId=20000123"
+    facts = [line for line in lines[1:4] if line]
+    assert facts == [
+        "日志跨度：2024-05-01 10:00:00.100 → 10:00:05.300（历时 5.2 秒）",
+        "检索窗口：2024-04-28 10:30:00 → 2024-05-01 10:30:00（UTC+08:00）",
+    ]
+    assert text.index("检索窗口") < text.index("未配置模型")  # before the notices
+
+
+def test_header_without_lines_names_the_window_only() -> None:
+    report = make_report(span=None, timeline=[], evidence=[])
+    text = render_text(report)
+    assert "日志跨度" not in text
+    assert text.split("\n")[1] == "检索窗口：2024-04-28 10:30:00 → 2024-05-01 10:30:00（UTC+08:00）"
+    assert "检索窗口" not in render_text(make_report(span=None, window=None))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.082, "82 毫秒"), (61.4, "1 分 1 秒"), (3725, "1 小时 2 分"), (90000, "1 天 1 小时")],
+)
+def test_span_duration_reads_naturally(seconds: float, shown: str) -> None:
+    span = RunSpan(start="2024-05-01 10:00:00.100", end="2024-05-02 11:00:00.100", seconds=seconds)
+    text = render_text(make_report(span=span))
+    # another day: the end keeps its date
+    assert f"日志跨度：2024-05-01 10:00:00.100 → 2024-05-02 11:00:00.100（历时 {shown}）" in text
+
+
+def _timeline_block(text: str) -> list[str]:
+    lines = text.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("时间线"))
+    end = lines.index("", start)
+    return lines[start:end]
+
+
+def test_text_timeline_lists_each_phases_events_under_it() -> None:
+    assert _timeline_block(render_text(make_report())) == [
+        "时间线（2024-05-01）：",
+        "✅ 参数校验 10:00:00.100",
+        "  10:00:00.100 Start task, taskInstanceId=10000456",
+        "⚠️ 初始化 10:00:00.500 重试 1 次",
+        "❌ 下发 10:00:01.123 GSE 返回错误",
+        "  10:00:00.900 Sending task to gse server",
+        "  10:00:01.123 Start gse task fail, errorCode=1",
+        "❔ 执行",
+    ]
+
+
+def test_timeline_over_several_days_keeps_the_dates() -> None:
+    report = make_report()
+    report.timeline[2].events[1].time = "2024-05-02 00:00:01.123"
+    block = _timeline_block(render_text(report))
+    assert block[0] == "时间线："
+    assert "  2024-05-02 00:00:01.123 Start gse task fail, errorCode=1" in block
+    assert "✅ 参数校验 2024-05-01 10:00:00.100" in block
+
+
+def test_markdown_timeline_nests_events_as_inline_code() -> None:
+    report = make_report()
+    report.timeline[2].events[1].text = "Start gse task fail, **not bold** <b>x</b> `rm -rf /`"
+    md = render_markdown(report).text
+    assert (
+        "#### 时间线（2024-05-01）\n"
+        "- ✅ 参数校验 `10:00:00.100`\n"
+        "  - `10:00:00.100 Start task, taskInstanceId=10000456`\n"
+        "- ⚠️ 初始化 `10:00:00.500` 重试 1 次\n"
+        "- ❌ 下发 `10:00:01.123` GSE 返回错误\n"
+        "  - `10:00:00.900 Sending task to gse server`\n"
+        "  - `10:00:01.123 Start gse task fail, **not bold** <b>x</b> 'rm -rf /'`\n"
+        "- ❔ 执行"
+    ) in md
+
+
+def eventful_report() -> DiagnosisReport:
+    """Every phase with five long events: the timeline outweighs the rest of the report."""
+    statuses = ["ok", "ok", "ok", "fail", "ok", "ok"]
+    phases = ["parameter_check", "initialization", "dispatch", "execution", "result_polling", "callback"]
+    timeline = [
+        TimelineEntry(
+            phase=phase,
+            status=status,  # type: ignore[arg-type]
+            time=f"2024-05-01 10:00:0{k}.900",
+            events=[
+                TimelineEvent(time=f"2024-05-01 10:00:0{k}.{n}00", text=f"{phase} line {n} " + "x" * 140)
+                for n in range(5)
+            ],
+        )
+        for k, (phase, status) in enumerate(zip(phases, statuses, strict=True))
+    ]
+    return make_report(timeline=timeline)
+
+
+def without_events(report: DiagnosisReport, keep: str | None = None) -> DiagnosisReport:
+    """`report` with the events of every phase but those with status `keep` removed."""
+    timeline = [
+        e.model_copy(update={"events": e.events if e.status == keep else []}) for e in report.timeline
+    ]
+    return report.model_copy(update={"timeline": timeline})
+
+
+def test_markdown_drops_events_before_evidence_and_sections() -> None:
+    report = eventful_report()
+    tail = utf8_len("\n\n" + SHORTENED_NOTE + "\n" + HINT)
+    fail_events = [ev.text for ev in report.timeline[3].events]
+    ok_events = [ev.text for e in report.timeline if e.status == "ok" for ev in e.events]
+
+    # a little short: the events of phases that went well go first
+    budget = utf8_len(render_markdown(without_events(report, keep="fail")).text) + tail
+    out = render_markdown(report, max_bytes=budget, detail_hint=HINT)
+    assert out.shortened and utf8_len(out.text) <= budget
+    assert all(t in out.text for t in fail_events)
+    assert not any(t in out.text for t in ok_events)
+    # shorter: no events at all, yet every section, note and log line is still there
+    budget = utf8_len(render_markdown(without_events(report)).text) + tail
+    out = render_markdown(report, max_bytes=budget, detail_hint=HINT)
+    assert out.shortened and utf8_len(out.text) <= budget
+    assert not any(t in out.text for t in fail_events + ok_events)
+    assert [c for _, c in fenced_blocks(out.text)] == [e.text for e in report.evidence]
+    assert "配置 Agent 监控" in out.text and "定期巡检 Agent 状态" in out.text  # sections kept
+    assert "- ❌ 执行 `10:00:03.900`" in out.text  # the phases and their marks stay
+    assert_in_order(out.text, ORDER)
+
+
+def test_long_text_timeline_splits_into_parts_between_lines() -> None:
+    report = eventful_report()
+    text = render_text(report)
+    parts = split_parts(text, 1500, report_header(report))
+    assert len(parts) > 2 and all(len(p) <= 1500 for p in parts)
+    lines = {line for p in parts for line in p.split("\n")}
+    for entry in report.timeline:
+        for ev in entry.events:
+            assert ev.time is not None
+            assert f"  {ev.time[11:]} {ev.text}" in lines  # each event whole on its line
 
 
 def test_max_bytes_too_small() -> None:

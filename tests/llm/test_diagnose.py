@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from bot.core.models import RunSpan, TimelineEvent, Window
 from bot.llm.client import LlmClient
 from bot.llm.diagnose import llm_diagnose
 from bot.llm.prompts import PromptLibrary
@@ -292,3 +293,31 @@ async def test_prompt_is_kept_under_prompt_max_chars(
     user = msgs[1]["content"]
     assert RESULT_LINE in user and LINES[0] in user  # head and tail survive
     assert "中间省略" in user
+
+
+async def test_prompt_names_the_runs_span_and_the_window_and_the_report_keeps_them(
+    client: LlmClient, fake: FakeOpenAI, prompts: PromptLibrary
+) -> None:
+    span = RunSpan(start="2024-05-30 11:09:00.101", end="2024-05-30 11:09:01.402", seconds=1.301)
+    window = Window(start="2024-05-27T11:39:30+08:00", end="2024-05-30T11:39:30+08:00")
+    events = [
+        TimelineEvent(time="2024-05-30 11:09:01.320", text="Analyse execute object task result: exitCode=1")
+    ]
+    cand = candidate(span=span, window=window)
+    cand.timeline[2].events = events
+    fake.push(answer_json(model_answer()))
+    res = await run(client, prompts, cand=cand)
+    user = fake.requests[0].body["messages"][1]["content"]
+    assert (
+        "本次运行的日志跨度（首行 → 末行，引擎本地时间）: 2024-05-30 11:09:00.101 → 2024-05-30 11:09:01.402"
+        in user
+    )
+    assert "检索的 BkLog 时间窗口: 2024-05-27T11:39:30+08:00 → 2024-05-30T11:39:30+08:00" in user
+    rep = res.report
+    assert rep is not None and rep.source == "llm"
+    assert (rep.span, rep.window, rep.timeline[2].events) == (span, window, events)
+    # without them, nothing is said about them
+    fake.push(answer_json(model_answer()))
+    await run(client, prompts)
+    user = fake.requests[1].body["messages"][1]["content"]
+    assert "日志跨度" not in user and "检索的 BkLog 时间窗口" not in user

@@ -42,7 +42,7 @@ from bot.channels.console.channel import (
     Subscriber,
     private_chat_id,
 )
-from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, IncomingMessage
+from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, DiagnosisReport, IncomingMessage
 from bot.core.settings import Settings
 from bot.core.store import StoreError
 from bot.delivery.render import report_header
@@ -218,12 +218,18 @@ def _status(stored: StoredReport) -> str:
     return "diagnosed"
 
 
+def _log_span_s(r: DiagnosisReport) -> float | None:
+    """First to last log line of the run; reports stored before the span was kept use the timeline."""
+    if r.span is not None:
+        return r.span.seconds
+    times = [t for t in (_parse_time(e.time) for e in r.timeline) if t is not None]
+    if len(times) >= 2 and all((t.tzinfo is None) == (times[0].tzinfo is None) for t in times):
+        return round((max(times) - min(times)).total_seconds(), 3)
+    return None
+
+
 def recent_entry(stored: StoredReport) -> dict[str, Any]:
     r = stored.report
-    times = [t for t in (_parse_time(e.time) for e in r.timeline) if t is not None]
-    span = None
-    if len(times) >= 2 and all((t.tzinfo is None) == (times[0].tzinfo is None) for t in times):
-        span = round((max(times) - min(times)).total_seconds(), 3)
     status = _status(stored)
     return {
         "request_key": stored.request_key,
@@ -242,7 +248,9 @@ def recent_entry(stored: StoredReport) -> dict[str, Any]:
         "signature": r.signature,
         "summary": r.summary,
         "finished_at": _iso(stored.finished_at),
-        "log_span_s": span,  # first to last timeline time: how long the step ran before failing
+        "log_span_s": _log_span_s(r),  # how long the run logged, first to last line
+        "span": r.span.model_dump() if r.span is not None else None,  # {start, end, seconds} as logged
+        "window": r.window.model_dump() if r.window is not None else None,  # the BkLog window searched
         "duration_s": None if stored.duration_s is None else round(stored.duration_s, 2),  # the analysis
         "timeline": [
             {
@@ -251,6 +259,7 @@ def recent_entry(stored: StoredReport) -> dict[str, Any]:
                 "status": t.status,
                 "time": t.time,
                 "note": t.note,
+                "events": [{"time": e.time, "text": e.text} for e in t.events],
             }
             for t in r.timeline
         ],

@@ -11,7 +11,15 @@ from aiohttp import ClientWebSocketResponse, WSMsgType, web
 
 from bot.app.services import AppOptions
 from bot.app.web import create_app
-from bot.core.models import AnalysisJob, DiagnosisReport, Evidence, TimelineEntry
+from bot.core.models import (
+    AnalysisJob,
+    DiagnosisReport,
+    Evidence,
+    RunSpan,
+    TimelineEntry,
+    TimelineEvent,
+    Window,
+)
 from bot.core.settings import Settings
 
 Frame = dict[str, Any]
@@ -47,8 +55,21 @@ async def stub_analyze(job: AnalysisJob) -> DiagnosisReport:
         ],
         timeline=[
             TimelineEntry(phase="dispatch", status="ok", time="2024-05-30 11:08:58.100", note="下发成功"),
-            TimelineEntry(phase="execution", status="fail", time="2024-05-30 11:09:00.240", note="退出码 1"),
+            TimelineEntry(
+                phase="execution",
+                status="fail",
+                time="2024-05-30 11:09:00.240",
+                note="退出码 1",
+                events=[
+                    TimelineEvent(
+                        time="2024-05-30 11:09:00.240",
+                        text="104 脚本返回码非零：Analyse execute object task result: exitCode=1 <b>not bold</b>",
+                    )
+                ],
+            ),
         ],
+        span=RunSpan(start="2024-05-30 11:08:58.050", end="2024-05-30 11:09:00.300", seconds=2.25),
+        window=Window(start="2024-05-27T11:39:30+08:00", end="2024-05-30T11:39:30+08:00"),
         confidence=0.8,
         source="rules",
         signature="script_nonzero_exit",

@@ -118,6 +118,12 @@ async def test_console_page_end_to_end() -> None:
         assert "执行" in await card.inner_text()
         await card.locator("summary").click()
         assert await card.locator(".tl").count() == 2
+        # the failed phase's event, its markup shown as text; the window searched
+        event = card.locator(".tl-fail .tl-events li")
+        assert await event.count() == 1
+        assert "11:09:00.240 104 脚本返回码非零" in await event.inner_text()
+        assert "<b>not bold</b>" in await event.inner_text()
+        assert "检索窗口" in await card.inner_text()
 
         await page.locator("#scroller").evaluate("el => { el.scrollTop = 0; }")
         shot_dir = REPO / "test-artifacts"
@@ -157,6 +163,11 @@ async def test_demo_console_with_the_real_pipeline() -> None:
             assert "errorCode=117" in body  # the decisive line, quoted from the sandbox BkLog
             # what the hosts printed, from the sandbox BK-JOB, and the agent's state from its GSE
             assert "Cannot write: No space left on device" in body and "异常（有损状态" in body
+            assert "日志跨度：" in body and "检索窗口：" in body
+            # the timeline's events are nested under their phases
+            events = await report.locator(".md ul.sub li").all_inner_texts()
+            assert any("Start gse task successfully" in e for e in events)
+            assert any("拉取结果" in e for e in events)
             card = page.locator(".recent-list .card").first
             await card.wait_for(timeout=15_000)
             assert "分析耗时" in await card.inner_text()

@@ -13,8 +13,11 @@ from aiohttp import WSServerHandshakeError
 from aiohttp.test_utils import TestClient
 
 from bot.app import keys as K
+from bot.channels.console.web import recent_entry
+from bot.core.models import AnalysisJob
 from bot.core.settings import Settings
 from bot.core.store import open_store
+from bot.delivery.reports import StoredReport
 from tests.channels.console.helpers import (
     REPORT_HEADER,
     STEP_ID,
@@ -23,6 +26,7 @@ from tests.channels.console.helpers import (
     console_settings,
     is_bot,
     is_echo,
+    stub_analyze,
 )
 from tests.conftest import REDIS_URL, require_redis
 
@@ -212,8 +216,17 @@ async def test_recent_api_lists_the_analysis(aiohttp_client: ClientFactory, flow
     assert item["fault_side"] == "user" and item["fault_side_zh"].startswith("用户")
     assert (item["source"], item["confidence"], item["signature"]) == ("rules", 0.8, "script_nonzero_exit")
     assert item["status"] == "diagnosed"
-    assert item["log_span_s"] == pytest.approx(2.14)
+    assert item["log_span_s"] == pytest.approx(2.25)  # the run's first to last line
+    assert item["span"] == {
+        "start": "2024-05-30 11:08:58.050",
+        "end": "2024-05-30 11:09:00.300",
+        "seconds": 2.25,
+    }
+    assert item["window"] == {"start": "2024-05-27T11:39:30+08:00", "end": "2024-05-30T11:39:30+08:00"}
     assert [(t["phase_zh"], t["status"]) for t in item["timeline"]] == [("下发", "ok"), ("执行", "fail")]
+    assert item["timeline"][0]["events"] == []
+    [event] = item["timeline"][1]["events"]
+    assert event["time"] == "2024-05-30 11:09:00.240" and event["text"].startswith("104 脚本返回码非零：")
     assert item["links"] == [f"https://job.example.com/biz/2/execute/step/{STEP_ID}"]  # http(s) only
     assert item["finished_at"][:4].isdigit() and "T" in item["finished_at"]
     assert (await client.get("/console/api/recent", params={"limit": "x"})).status == 400
@@ -325,3 +338,11 @@ async def test_loopback_console_refuses_foreign_host_and_origin(aiohttp_client: 
     origin = f"http://{client.host}:{client.port}"
     ws = await client.ws_connect("/console/ws", headers={"Origin": origin})
     await ws.close()
+
+
+async def test_recent_entry_of_a_report_stored_before_the_span_was_kept() -> None:
+    report = await stub_analyze(AnalysisJob(request_key=f"step:{STEP_ID}", step_instance_id=int(STEP_ID)))
+    old = report.model_copy(update={"span": None, "window": None})
+    item = recent_entry(StoredReport(request_key=f"step:{STEP_ID}", report=old, finished_at=0.0))
+    assert item["span"] is None and item["window"] is None
+    assert item["log_span_s"] == pytest.approx(2.14)  # first to last timeline time, as before

@@ -12,13 +12,18 @@ import pytest
 import structlog
 
 from bot.core.logsetup import configure_logging
+from bot.core.models import AnalysisJob
 from bot.core.redact import Redactor
 from bot.core.settings import Settings
 from bot.delivery.render import render_markdown, render_text
+from bot.diagnosis.llm_step import JobAnalyzer
+from bot.llm.scrub import Scrubber
 from tests.integration.llm_pipeline.conftest import API_KEY, Rig, RigFactory
 from tests.integration.llm_pipeline.helpers import (
     INJECTED_GROUP,
     INJECTION,
+    PASSWORD,
+    STEP,
     TRACE,
     QuotingModel,
     leaks,
@@ -157,3 +162,22 @@ async def test_injection_in_log_lines_stays_data(make_rig: RigFactory) -> None:
     assert any("人工复核" in n for n in report.notices)
     # Only read-only tools exist; none can send anything anywhere.
     assert {t["function"]["name"] for t in body["tools"]} == {"search_logs", "agent_state"}
+
+
+@pytest.mark.parametrize("model", [True, False], ids=["model_fallback", "rules_only"])
+async def test_timeline_events_quote_planted_lines_masked(make_rig: RigFactory, model: bool) -> None:
+    rig = await planted_rig(make_rig)
+    rig.fake.default = server_error()
+    settings = rig.settings(deadline_s=3.0)
+    # as built, the events quote the planted line itself: what masking has to catch
+    raw = await rig.analyze(settings, model=False)
+    raw_events = "\n".join(ev.text for e in raw.timeline for ev in e.events)
+    assert f"password={PASSWORD}" in raw_events
+
+    job = AnalysisJob(request_key=f"step:{STEP}", step_instance_id=STEP)
+    report = await JobAnalyzer(rig.analyzer(settings, model=model), Scrubber(settings.secret_values()))(job)
+
+    events = "\n".join(ev.text for e in report.timeline for ev in e.events)
+    assert "connect mysql with user=job password=****** failed" in events
+    assert leaks(events) == [] and PASSWORD not in events
+    assert leaks(render_text(report)) == [] and leaks(render_markdown(report).text) == []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import aiohttp
 import pytest
 
+from bot.core.models import MAX_PHASE_EVENTS, PHASE_STATUS_ICON, STAGE_ZH, DiagnosisReport
+from bot.delivery.render import render_text
 from bot.devtools.evaluate import run_scenario
-from bot.devtools.scenarios import load_scenarios
+from bot.devtools.scenarios import Scenario, load_scenarios
 
 SCENARIOS = load_scenarios()
 
@@ -45,3 +49,61 @@ async def test_scenario_without_trace_header_but_a_trace_field(scenario: object)
     # traces are searched by the field only (exact): never by the line's header or a wildcard
     assert not any(q.startswith(("[trace_id]", "[trace_wildcard]")) for q in b.queries)
     assert any(q.startswith("[trace_field] traceId:") for q in b.queries) == bool(a.request_ids)
+
+
+def _logged(time: str, like: datetime) -> datetime:
+    """A logged (engine local) time in the zone of `like` (the window's)."""
+    return datetime.strptime(time, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=like.tzinfo)
+
+
+def assert_timeline_reads_like_the_run(report: DiagnosisReport) -> None:
+    for entry in report.timeline:
+        assert len(entry.events) <= MAX_PHASE_EVENTS, entry.phase
+        times = [e.time for e in entry.events if e.time]
+        assert times == sorted(times), f"{entry.phase} events out of time order"
+        assert all(e.text.strip() for e in entry.events)
+        if entry.status == "skipped":
+            assert entry.events == []
+    phase_times = [e.time for e in report.timeline if e.time]
+    assert phase_times == sorted(phase_times), "phase times run backwards"
+    if any(e.events for e in report.timeline):
+        assert report.span is not None
+        span = report.span
+        assert span.start <= min(t for e in report.timeline for ev in e.events if (t := ev.time))
+        assert span.end >= max(t for e in report.timeline for ev in e.events if (t := ev.time))
+        assert report.window is not None
+        start, end = datetime.fromisoformat(report.window.start), datetime.fromisoformat(report.window.end)
+        assert start <= _logged(span.start, start) <= _logged(span.end, start) <= end
+
+
+def assert_chat_text_lists_events_under_phases(report: DiagnosisReport) -> None:
+    text = render_text(report)
+    lines = text.split("\n")
+    assert report.window is not None and lines[1 + (report.span is not None)].startswith("检索窗口：")
+    if report.span is not None:
+        assert lines[1].startswith(f"日志跨度：{report.span.start} → ")
+    if not report.timeline:
+        return
+    at = next(i for i, line in enumerate(lines) if line.startswith("时间线"))
+    for entry in report.timeline:
+        at += 1
+        assert lines[at].startswith(f"{PHASE_STATUS_ICON[entry.status]} {STAGE_ZH[entry.phase]}"), lines[at]
+        for ev in entry.events:
+            at += 1
+            assert ev.time is not None
+            assert lines[at].startswith("  ") and lines[at].endswith(f"{ev.time[11:]} {ev.text}"), lines[at]
+    assert lines[at + 1] == ""  # nothing else in the timeline block
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+async def test_scenario_timeline_reads_like_the_run(scenario: Scenario) -> None:
+    async with aiohttp.ClientSession() as session:
+        result = await run_scenario(scenario, session)
+    report = result.report
+    assert report is not None, result.error
+    assert_timeline_reads_like_the_run(report)
+    assert_chat_text_lists_events_under_phases(report)
+    if scenario.expected.request_ids:
+        # the run's failure is among the events of the phase that failed
+        failed = [e for e in report.timeline if e.status == "fail"]
+        assert all(e.events for e in failed)

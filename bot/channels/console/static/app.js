@@ -178,6 +178,16 @@
         appendInline(quote, q[1]);
         continue;
       }
+      // an indented item under a list item (a timeline phase's events) nests under it
+      var nested = item && list ? /^ {2,}[-*+]\s+(.*)$/.exec(line) : null;
+      if (nested) {
+        var sub = item.lastElementChild;
+        if (!sub || sub.tagName !== "UL") { sub = el("ul", "sub"); item.appendChild(sub); }
+        var subItem = el("li");
+        appendInline(subItem, nested[1]);
+        sub.appendChild(subItem);
+        continue;
+      }
       var ul = /^\s*[-*+]\s+(.*)$/.exec(line);
       var ol = ul ? null : /^\s*(\d{1,9})[.)]\s+(.*)$/.exec(line);
       if (ul || ol) {
@@ -476,6 +486,11 @@
     return Math.floor(s / 60) + " 分 " + Math.round(s % 60) + " 秒";
   }
 
+  // a logged time ("2024-05-30 11:09:00.240") without its date when it is the date of `start`
+  function sameDayEnd(start, end) {
+    return start && end.length > 11 && end.slice(0, 11) === start.slice(0, 11) ? end.slice(11) : end;
+  }
+
   function field(parent, label, value, wide) {
     var row = el("div", wide ? "field wide" : "field");
     row.appendChild(el("span", "label", label));
@@ -494,7 +509,8 @@
     field(grid, "归属", it.fault_side_zh);
     field(grid, "来源", (it.source === "llm" ? "模型" : "规则") + " · 置信度 " + Math.round(it.confidence * 100) + "%");
     field(grid, "分析耗时", fmtSpan(it.duration_s));
-    field(grid, "日志跨度", fmtSpan(it.log_span_s));
+    field(grid, "日志跨度", it.span ? it.span.start + " → " + sameDayEnd(it.span.start, it.span.end) + "（" + fmtSpan(it.log_span_s) + "）" : fmtSpan(it.log_span_s), !!it.span);
+    if (it.window) field(grid, "检索窗口", it.window.start + " → " + it.window.end, true);
     field(grid, "完成于", hhmmss(it.finished_at));
     if (it.signature) field(grid, "规则", it.signature);
     if (it.request_ids.length) field(grid, "request_id", it.request_ids.join(", "), true);
@@ -515,6 +531,16 @@
         li.appendChild(el("span", "tl-phase", t.phase_zh));
         if (t.time) li.appendChild(el("span", "tl-time", t.time));
         if (t.note) { var note = el("div", "tl-note"); appendInline(note, t.note); li.appendChild(note); }
+        if (t.events && t.events.length) {
+          var evs = el("ul", "tl-events");
+          t.events.forEach(function (ev) {
+            var row = el("li");
+            row.appendChild(el("span", "tl-time", sameDayEnd(it.span ? it.span.start : "", ev.time || "?")));
+            row.appendChild(document.createTextNode(" " + ev.text));
+            evs.appendChild(row);
+          });
+          li.appendChild(evs);
+        }
         ol.appendChild(li);
       });
       det.appendChild(ol);

@@ -245,4 +245,5 @@ class DiagnosisReport(BaseModel):
     scope: str | None = None  # "biz:2" | "biz_set:ID": the business the step belongs to, when known
     window: Window | None = None  # the BkLog window searched
     span: RunSpan | None = None  # first → last log line of the run diagnosed
+    running: bool = False  # BK-JOB says the step has not finished: `stage` is where it is stuck
     host_groups: list[HostGroup] = Field(default_factory=list)

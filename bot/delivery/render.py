@@ -119,6 +119,14 @@ def _drop_order(evidence: Sequence[Evidence]) -> list[int]:
     return sorted(range(len(evidence)), key=lambda i: (-_evidence_rank(evidence[i]), -i))
 
 
+def _stage_label(report: DiagnosisReport) -> str:
+    return "卡住的阶段" if report.running else "失败阶段"
+
+
+def _cause_label(report: DiagnosisReport) -> str:
+    return "现状" if report.running else "失败原因"
+
+
 def _phase_name(phase: str) -> str:
     return STAGE_ZH.get(phase, phase)
 
@@ -272,9 +280,9 @@ def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
 
     paras.append(
         f"### {SECTION_ROOT_CAUSE}\n"
-        f"- **失败阶段**：{_phase_name(report.stage)}\n"
+        f"- **{_stage_label(report)}**：{_phase_name(report.stage)}\n"
         f"- **故障归属**：{FAULT_SIDE_ZH.get(report.fault_side, report.fault_side)}\n"
-        f"- **失败原因**：{_cap(report.root_cause, cap) or '未能确定'}"
+        f"- **{_cause_label(report)}**：{_cap(report.root_cause, cap) or '未能确定'}"
     )
     if report.host_groups:
         paras.append(_md_hosts(report.host_groups, view))
@@ -446,9 +454,9 @@ def render_text(report: DiagnosisReport) -> str:
 
     paras.append(
         f"【{SECTION_ROOT_CAUSE}】\n"
-        f"失败阶段：{_phase_name(report.stage)}\n"
+        f"{_stage_label(report)}：{_phase_name(report.stage)}\n"
         f"故障归属：{FAULT_SIDE_ZH.get(report.fault_side, report.fault_side)}\n"
-        f"失败原因：{report.root_cause or '未能确定'}"
+        f"{_cause_label(report)}：{report.root_cause or '未能确定'}"
     )
     if report.host_groups:
         paras.append(_text_hosts(report.host_groups))

@@ -337,7 +337,7 @@ async def _fill_groups(
         hosts = grouped[key]
         labels = [host_label(h) for h in hosts[:MAX_GROUP_HOSTS] if h.ip or h.ipv6 or h.bk_host_id]
         out = reader.output(sample.get(key, []), texts) if key in sample else Output()
-        why = reader.why(st, exit_code, out) if key in sample else table.zh.get(st, "")
+        why = reader.why(st, exit_code, out) if key in sample else ""
         states = agents.describe(labels) if agents is not None and key in agent_keys else []
         facts.groups.append(
             HostGroup(

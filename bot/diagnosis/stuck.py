@@ -97,6 +97,7 @@ def stuck_report(report: DiagnosisReport, facts: StepFacts, now: datetime | None
         update={
             "summary": summary,
             "stage": stage,
+            "running": True,
             "fault_side": "unknown" if not late else report.fault_side,
             "root_cause": cause,
             "actions": actions,

@@ -19,7 +19,7 @@ from bot.core.models import DiagnosisReport
 from bot.core.settings import Settings
 from bot.devtools.sandbox import start_site
 from bot.devtools.sandbox.bklog import create_bklog_app, docs_from_records
-from bot.devtools.scenarios import Scenario, load_scenarios, time_span
+from bot.devtools.scenarios import Scenario, ScenarioExpectation, load_scenarios, time_span
 from bot.diagnosis.pipeline import AnalysisRequest
 
 SANDBOX_APP = ("job-doctor-sandbox", "sandbox-secret", "sandbox")
@@ -65,12 +65,14 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
     res = ScenarioResult(sc.name, report)
     evidence = "\n".join(e.text for e in report.evidence)
     missing_keys = [k for k in exp.key_lines if k not in evidence]
+    details = _detail_problems(exp, report)
     res.checks = {
         "stage": report.stage == exp.stage,
         "fault_side": report.fault_side == exp.fault_side,
         "key_lines": not missing_keys,
         "request_ids": set(report.request_ids) == set(exp.request_ids),
         "missing_info": bool(report.missing_info) == exp.expect_missing_info,
+        "details": not details,
     }
     if not res.checks["stage"]:
         res.problems.append(f"stage {report.stage} != {exp.stage}")
@@ -84,7 +86,30 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
         res.problems.append(f"request_ids extra={extra} missing={lost}")
     if not res.checks["missing_info"]:
         res.problems.append(f"missing_info expected={exp.expect_missing_info} got={report.missing_info}")
+    res.problems.extend(details)
     return res
+
+
+def _detail_problems(exp: ScenarioExpectation, report: DiagnosisReport) -> list[str]:
+    """What the report fails of the scenario's optional expectations (primary evidence, mentions,
+    confidence); empty when it meets them all or the scenario sets none."""
+    problems: list[str] = []
+    first = report.evidence[0].text.split("\n", 1)[0] if report.evidence else ""
+    if exp.first_evidence is not None and exp.first_evidence not in first:
+        problems.append(f"first evidence line does not hold {exp.first_evidence!r}: {first[:200]!r}")
+    missing = "\n".join(report.missing_info)
+    lost = [m for m in exp.missing_info_mentions if m not in missing]
+    if lost:
+        problems.append(f"missing_info does not mention {lost}")
+    lost = [m for m in exp.root_cause_mentions if m not in report.root_cause]
+    if lost:
+        problems.append(f"root_cause does not mention {lost}")
+    held = [m for m in exp.root_cause_excludes if m in report.root_cause]
+    if held:
+        problems.append(f"root_cause must not say {held}")
+    if exp.max_confidence is not None and report.confidence > exp.max_confidence:
+        problems.append(f"confidence {report.confidence} > {exp.max_confidence}")
+    return problems
 
 
 async def run_scenario(
@@ -127,7 +152,7 @@ async def run_all(root: Path | None = None) -> list[ScenarioResult]:
 
 def format_results(results: list[ScenarioResult]) -> str:
     lines = []
-    names = ["stage", "fault_side", "key_lines", "request_ids", "missing_info"]
+    names = ["stage", "fault_side", "key_lines", "request_ids", "missing_info", "details"]
     for r in results:
         if r.error:
             lines.append(f"ERROR {r.name}: {r.error}")

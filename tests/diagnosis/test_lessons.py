@@ -40,7 +40,7 @@ def test_the_answer_is_the_primary_evidence_and_the_cause_says_what_its_code_mea
     assert report.evidence[0].text == records[1].raw
     assert "success=true" in report.evidence[0].why and "code=1640001" in report.evidence[0].why
     assert "code=1640001（网关参数或认证信息无效" in report.root_cause
-    assert "message：bk_app_code or bk_app_secret is incorrect" in report.root_cause
+    assert "message：`bk_app_code or bk_app_secret is incorrect`" in report.root_cause
     assert "java.lang.NullPointerException" in report.root_cause  # named as the consequence
     assert report.confidence >= CONFIDENT  # the answer settles the cause
 

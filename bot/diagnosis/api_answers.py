@@ -6,7 +6,7 @@ then fails on the missing data (a NullPointerException, `Start gse task fail`, `
 event error`, ...). The reply says why; the exception after it is only the consequence.
 
 `failed_answers` finds such replies in a run: answered ok, a non-zero `code`, no `data`, followed by
-an error in the same trace, and not superseded by a later good answer from the same uri. One answer
+an error (an ERROR line or an exception) in the same trace, and not superseded by a later good answer from the same uri. One answer
 is reported once: the `Response|` line is preferred to the 3.10 `fail:response code!=0` line of the
 same gateway request.
 
@@ -54,7 +54,8 @@ def _api_call(rec: LogRecord) -> ApiCall | None:
 
 
 def _is_error(rec: LogRecord) -> bool:
-    return (rec.level or "") in ("ERROR", "WARN") or bool(rec.stack)
+    """An exception or an error line: what a failed answer leads to (a warning alone is not)."""
+    return rec.level == "ERROR" or bool(rec.stack)
 
 
 def _consequence(records: Sequence[LogRecord], at: int) -> LogRecord | None:

@@ -61,6 +61,10 @@ def test_an_answer_with_data_or_a_failed_http_call_is_not_this_lesson() -> None:
 def test_an_answer_without_an_error_after_it_or_superseded_by_a_good_one_decides_nothing() -> None:
     alone = chain(("INFO", response(AUTH_FAILED)), ("INFO", f"[{GSE}] Sending task to gse server"))
     assert failed_answers(alone) == []
+    warned = chain(
+        ("INFO", response(AUTH_FAILED)), ("WARN", "GseTaskManager-> start gse task is slow, statistics:{}")
+    )
+    assert failed_answers(warned) == []
     retried = chain(
         ("INFO", response(AUTH_FAILED, request_id="first")),
         ("WARN", "GseTaskManager-> start gse task is slow, statistics:{}"),

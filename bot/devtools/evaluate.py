@@ -93,6 +93,7 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
     host_problems = _host_problems(exp, report)
     dumped = report.model_dump_json()
     leaked = [s for s in exp.absent if s in dumped or s in render_text(report)]
+    details = _detail_problems(exp, report)
     res.checks = {
         "stage": report.stage == exp.stage,
         "fault_side": report.fault_side == exp.fault_side,
@@ -101,6 +102,7 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
         "missing_info": bool(report.missing_info) == exp.expect_missing_info,
         "hosts": not host_problems,
         "secrets": not leaked,
+        "details": not details,
     }
     res.problems.extend(host_problems)
     if leaked:
@@ -117,6 +119,7 @@ def check(sc: Scenario, report: DiagnosisReport) -> ScenarioResult:
         res.problems.append(f"request_ids extra={extra} missing={lost}")
     if not res.checks["missing_info"]:
         res.problems.append(f"missing_info expected={exp.expect_missing_info} got={report.missing_info}")
+    res.problems.extend(details)
     return res
 
 
@@ -139,6 +142,28 @@ async def bkjob_world(sc: Scenario, runners: list[web.AppRunner]) -> dict[str, o
         "bkjob": {"base_url": urls[0], "use_system_api": True, "scopes": ["biz:1", sc.bkjob.scope], **creds},
         "gse": {"base_url": urls[1], **creds},
     }
+
+
+def _detail_problems(exp: ScenarioExpectation, report: DiagnosisReport) -> list[str]:
+    """What the report fails of the scenario's optional expectations (primary evidence, mentions,
+    confidence); empty when it meets them all or the scenario sets none."""
+    problems: list[str] = []
+    first = report.evidence[0].text.split("\n", 1)[0] if report.evidence else ""
+    if exp.first_evidence is not None and exp.first_evidence not in first:
+        problems.append(f"first evidence line does not hold {exp.first_evidence!r}: {first[:200]!r}")
+    missing = "\n".join(report.missing_info)
+    lost = [m for m in exp.missing_info_mentions if m not in missing]
+    if lost:
+        problems.append(f"missing_info does not mention {lost}")
+    lost = [m for m in exp.root_cause_mentions if m not in report.root_cause]
+    if lost:
+        problems.append(f"root_cause does not mention {lost}")
+    held = [m for m in exp.root_cause_excludes if m in report.root_cause]
+    if held:
+        problems.append(f"root_cause must not say {held}")
+    if exp.max_confidence is not None and report.confidence > exp.max_confidence:
+        problems.append(f"confidence {report.confidence} > {exp.max_confidence}")
+    return problems
 
 
 async def run_scenario(
@@ -184,7 +209,7 @@ async def run_all(root: Path | None = None) -> list[ScenarioResult]:
 
 def format_results(results: list[ScenarioResult]) -> str:
     lines = []
-    names = ["stage", "fault_side", "key_lines", "request_ids", "missing_info", "hosts", "secrets"]
+    names = ["stage", "fault_side", "key_lines", "request_ids", "missing_info", "hosts", "secrets", "details"]
     for r in results:
         if r.error:
             lines.append(f"ERROR {r.name}: {r.error}")

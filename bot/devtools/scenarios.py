@@ -106,6 +106,12 @@ class ScenarioExpectation(BaseModel):
     scope: str | None = None
     host_groups: list[ExpectedGroup] = Field(default_factory=list)
     absent: list[str] = Field(default_factory=list)
+    # What the report must say, beyond stage and side (each optional; checked when given):
+    first_evidence: str | None = None  # substring of the first evidence line (the primary evidence)
+    missing_info_mentions: list[str] = Field(default_factory=list)  # substrings of the missing_info
+    root_cause_mentions: list[str] = Field(default_factory=list)  # substrings of the root cause
+    root_cause_excludes: list[str] = Field(default_factory=list)  # texts the root cause must not hold
+    max_confidence: float | None = Field(default=None, ge=0.0, le=1.0)  # an unsettled cause stays below
 
     @field_validator("request_ids")
     @classmethod
@@ -122,11 +128,18 @@ class ScenarioExpectation(BaseModel):
             raise ValueError(f"start_request_id {value!r} is not a 32-char lowercase hex traceId")
         return value
 
-    @field_validator("key_lines")
+    @field_validator("key_lines", "missing_info_mentions", "root_cause_mentions", "root_cause_excludes")
     @classmethod
     def _non_blank(cls, value: list[str]) -> list[str]:
         if any(not line.strip() for line in value):
-            raise ValueError("key_lines must not contain blank strings")
+            raise ValueError("must not contain blank strings")
+        return value
+
+    @field_validator("first_evidence")
+    @classmethod
+    def _first_non_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("first_evidence must not be blank")
         return value
 
 
@@ -200,6 +213,21 @@ def load_scenarios(root: Path | None = None) -> list[Scenario]:
     return [load_scenario(p) for p in folders]
 
 
+# expectations left out of a written expected.json when they hold nothing
+_OPTIONAL = (
+    "start_request_id",
+    "signature",
+    "scope",
+    "host_groups",
+    "absent",
+    "first_evidence",
+    "missing_info_mentions",
+    "root_cause_mentions",
+    "root_cause_excludes",
+    "max_confidence",
+)
+
+
 def write_scenario(
     root: Path, name: str, logs_text: str, expected: ScenarioExpectation | dict[str, Any]
 ) -> Path:
@@ -218,12 +246,9 @@ def write_scenario(
         text += "\n"
     (folder / LOGS_FILE).write_text(text, encoding="utf-8")
     payload = model.model_dump(exclude_none=False)
-    for optional in ("start_request_id", "signature", "scope"):
-        if payload.get(optional) is None:
+    for optional in _OPTIONAL:
+        if payload.get(optional) in (None, []):
             payload.pop(optional, None)
-    for empty in ("host_groups", "absent"):
-        if not payload.get(empty):
-            payload.pop(empty, None)
     (folder / EXPECTED_FILE).write_text(
         json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )

@@ -22,6 +22,7 @@ from bot.core.resources import data_file
 from bot.diagnosis.collector import Collected
 from bot.diagnosis.condense import Condensed
 from bot.diagnosis.hosts import StepFacts, hosts_line
+from bot.diagnosis.lessons import read_lessons
 from bot.diagnosis.records import LogRecord
 from bot.diagnosis.signatures import SignatureMatch
 from bot.diagnosis.stuck import stuck_report
@@ -228,12 +229,16 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
             missing.append(f"{STAGE_ZH.get(entry.phase, entry.phase)}：{entry.note}")
 
     if match is not None:
-        evidence = _merge_evidence(match.evidence(), _failing_key_lines(cond))
-        cause = match.cause
+        # Lessons (config/components.toml): an API answer that said ok but carried a failure is the
+        # decisive evidence; a component that failed without its reason leaves the cause unsettled.
+        lessons = read_lessons(cond.records, match.records)
+        evidence = _merge_evidence([*lessons.evidence(), *match.evidence()], _failing_key_lines(cond))
+        cause = match.cause + lessons.cause_notes()
         # the hints of a host_output entry say how to read the output by hand: moot once read
         hints = [] if "host_output" in match.facts and _output_read(inp) else list(match.missing_info)
         actions = match.actions
-        if match.confidence >= CONFIDENT:
+        confidence = lessons.confidence(match.confidence)
+        if confidence >= CONFIDENT:
             # The lines settle the cause: what the hints suggest is a next step, not a gap.
             actions = actions.model_copy(update={"immediate": [*actions.immediate, *hints]})
             hints, missing = [], [m for m in missing if not m.startswith(tuple(STAGE_ZH.values()))]
@@ -249,8 +254,8 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
                 "evidence": evidence,
                 "actions": actions,
                 "prevention": list(match.prevention),
-                "missing_info": [*hints, *missing],
-                "confidence": match.confidence,
+                "missing_info": [*lessons.missing_info(), *hints, *missing],
+                "confidence": confidence,
             }
         )
         return _finish(report, inp, wants_output="host_output" in match.facts)
@@ -263,7 +268,8 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
         # The chain stops: the last lines before the gap are the evidence of where it stopped.
         tail = [evidence_of(r, "最后的日志（其后未见预期的后续日志）") for r in _run_tail(cond)]
         evidence = _merge_evidence(tail, []) + [e for e in evidence if e.text not in {t.text for t in tail}]
-    evidence = evidence[:MAX_EVIDENCE]
+    lessons = read_lessons(cond.records, failing)
+    evidence = _merge_evidence(lessons.evidence(), evidence)
     what = _what(inp)
     if stage == "unknown":
         summary = f"{what} 的日志中没有找到明确的失败点。"
@@ -280,6 +286,9 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
         )
         confidence = 0.3
         missing.append("未匹配到已知故障特征：请结合相关日志与主机执行日志人工确认")
+    cause += lessons.cause_notes()
+    missing = [*lessons.missing_info(), *missing]
+    confidence = lessons.confidence(confidence)
     if inp.enrichment:
         cause = cause + "\n" + "\n".join(inp.enrichment)
     report = base.model_copy(

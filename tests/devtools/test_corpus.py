@@ -148,6 +148,28 @@ def test_key_lines_occur_only_in_the_diagnosed_run(scenario: Scenario) -> None:
             )
 
 
+@pytest.mark.parametrize(
+    "scenario", [s for s in SCENARIOS if s.expected.first_evidence], ids=lambda s: s.name
+)
+def test_first_evidence_is_a_line_of_the_diagnosed_run(scenario: Scenario) -> None:
+    exp = scenario.expected
+    holders = [(t, r) for t, r in records_with_trace(scenario) if exp.first_evidence in r.split("\n", 1)[0]]
+    assert holders, f"first_evidence {exp.first_evidence!r} is not on any record's first line"
+    assert any(trace in exp.request_ids for trace, _ in holders)
+
+
+def test_each_lesson_has_a_scenario_and_a_near_miss() -> None:
+    """The report-content expectations come in pairs: a scenario that shows a lesson and one that
+    must not trigger it (so neither can pass by always or never applying the lesson)."""
+    unsettled = [s for s in SCENARIOS if s.expected.missing_info_mentions and s.expected.max_confidence]
+    settled = [s for s in SCENARIOS if s.expected.root_cause_excludes and not s.expected.expect_missing_info]
+    answered = [
+        s for s in SCENARIOS if s.expected.first_evidence and "success=true" in s.expected.first_evidence
+    ]
+    unblamed = [s for s in SCENARIOS if "success=true" in s.expected.root_cause_excludes]
+    assert unsettled and settled and answered and unblamed
+
+
 def test_missing_logs_scenario_has_no_lines_for_its_step() -> None:
     missing = [s for s in SCENARIOS if s.expected.stage == "unknown" and s.expected.fault_side == "unknown"]
     assert missing
@@ -255,6 +277,7 @@ def test_write_scenario_round_trip(tmp_path: Path) -> None:
     raw = json.loads((folder / "expected.json").read_text(encoding="utf-8"))
     if source.expected.signature is None:
         assert "signature" not in raw
+    assert not {"first_evidence", "missing_info_mentions", "max_confidence"} & set(raw)
 
 
 def test_write_scenario_validates(tmp_path: Path) -> None:

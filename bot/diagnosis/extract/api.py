@@ -27,6 +27,23 @@ class ApiCall:
     result: bool | None = None
     request_body: str | None = None
     response_body: str | None = None
+    data_missing: bool | None = None  # the reply's `data` is null, absent or empty; None: no reply body
+
+    @property
+    def said_ok(self) -> bool:
+        """The call was logged as a success (`success=true`: HTTP 2xx) or its reply said `result: true`."""
+        return self.success is True or self.result is True
+
+    @property
+    def ok_but_failed(self) -> bool:
+        """An answer logged as ok whose body carries a non-zero `code` and no data (bk-job.md §1.4:
+        `success=` is computed from the HTTP status, so such a reply still logs `success=true`)."""
+        return (
+            self.kind == "response"
+            and self.said_ok
+            and self.code not in (None, 0)
+            and self.data_missing is True
+        )
 
     @property
     def system(self) -> str:
@@ -106,6 +123,37 @@ def _split_api_fields(rest: str) -> tuple[dict[str, str], dict[str, str]]:
     return header, body
 
 
+_RESP_DATA_NULL_RE = re.compile(r'"data"\s*:\s*(?:null\b|\{\s*\}|\[\s*\])')
+
+
+def _empty(value: object) -> bool:
+    """No data: null, an empty container, or a container of nothing but empty values."""
+    if value is None:
+        return True
+    if isinstance(value, dict):
+        return all(_empty(v) for v in value.values())
+    if isinstance(value, list):
+        return not value
+    return False
+
+
+def _data_missing(text: str | None) -> bool | None:
+    """Whether a JSON reply carries no `data` (None when there is no reply to read)."""
+    if not text:
+        return None
+    text = text.strip().removesuffix("|")
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            return _empty(data.get("data"))
+    if '"data"' not in text:
+        return None
+    return _RESP_DATA_NULL_RE.search(text) is not None
+
+
 def _envelope(text: str | None) -> tuple[int | None, str | None, bool | None]:
     """`code`, `message`, `result` of a JSON reply (regex fallback when the JSON is cut or invalid)."""
     if not text:
@@ -167,6 +215,7 @@ def parse_api_call(message: str) -> ApiCall | None:
         result=result,
         request_body=body.get("reqStr") if "reqStr" in body else body.get("body"),
         response_body=resp.rstrip("|") if resp is not None else None,
+        data_missing=_data_missing(resp),
     )
 
 

@@ -249,6 +249,35 @@ EXAMPLES: dict[str, Example] = {
         "third_party",
         (f"{S}_0",),
     ),
+    "third_file_task_failed": Example(
+        chain(
+            ("INFO", f"Begin to prepare source files for step, stepInstance: {S}"),
+            (
+                "INFO",
+                f"[{S}_0]: fileSourceTaskId=9f2c41ab07d34e58a1c6b7e0d5f31a29,status=FAILED,"
+                "message=release/app.tgz|0|Access Denied. (Status Code: 403; Error Code: AccessDenied)",
+            ),
+            ("WARN", f"[{S}_0]: ThirdFilePrepareTask failed"),
+        ),
+        "initialization",
+        "third_party",
+        ("release/app.tgz", "Access Denied. (Status Code: 403; Error Code: AccessDenied)"),
+        {"file_task_id": "9f2c41ab07d34e58a1c6b7e0d5f31a29", "file_task_status": "FAILED"},
+    ),
+    "third_file_task_failed_silently": Example(
+        chain(
+            ("INFO", f"Begin to prepare source files for step, stepInstance: {S}"),
+            (
+                "INFO",
+                f"[{S}_0]: fileSourceTaskId=9f2c41ab07d34e58a1c6b7e0d5f31a29,status=FAILED,message=release/app.tgz|0|",
+            ),
+            ("WARN", f"[{S}_0]: ThirdFilePrepareTask failed"),
+        ),
+        "initialization",
+        "third_party",
+        ("9f2c41ab07d34e58a1c6b7e0d5f31a29", "release/app.tgz"),
+        {"file_task_status": "FAILED"},
+    ),
     "file_prepare_timeout": Example(
         chain(
             ("WARN", f"[{S}_0]: batchTaskId=ft-123 timeout 3600s"),

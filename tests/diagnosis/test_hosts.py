@@ -74,6 +74,7 @@ async def facts_of() -> AsyncIterator[Gather]:
             candidates: tuple[str, ...] = (),
             agents: dict[str, dict[str, Any]] | None = None,
             gse_down: bool = False,
+            gse_version: str = "v2",
             bkjob_url: str | None = None,
             **bkjob: Any,
         ) -> tuple[StepFacts, web.Application]:
@@ -94,7 +95,11 @@ async def facts_of() -> AsyncIterator[Gather]:
             if agents is not None:
                 g_runner, g_url = await start_site(create_gse_app(agents, app_code=code, app_secret=secret))
                 runners.append(g_runner)
-                data["gse"] = {"base_url": "http://127.0.0.1:9" if gse_down else g_url, "timeout_s": 1}
+                data["gse"] = {
+                    "base_url": "http://127.0.0.1:9" if gse_down else g_url,
+                    "timeout_s": 1,
+                    "api_version": gse_version,
+                }
             settings = Settings(**data)
             client = build_bkjob(settings, session)
             assert client is not None
@@ -215,6 +220,17 @@ async def test_agent_states_are_named(facts_of: Gather) -> None:
     down, _ = await facts_of(job(hosts), scope=Scope("biz", 2), agents=agents, gse_down=True)
     assert {a.split(" ", 1)[1] for g in down.groups for a in g.agents if "10.1.0.5" not in a} == {"未知"}
     assert any(g.startswith("查询 GSE Agent 状态失败") for g in down.gaps)
+
+
+async def test_the_legacy_gse_api_is_asked_by_host(facts_of: Gather) -> None:
+    hosts = [host(1, 310, agent="a-alive"), host(2, 310, agent="a-down")]
+    agents = {
+        "a-alive": {"status_code": 2, "ip": "10.1.0.2", "bk_cloud_id": 0},
+        "a-down": {"status_code": 6, "ip": "10.1.0.3", "bk_cloud_id": 0},
+    }
+    facts, _ = await facts_of(job(hosts), scope=Scope("biz", 2), agents=agents, gse_version="v1")
+    states = dict(a.split(" ", 1) for g in facts.groups for a in g.agents)
+    assert states == {"10.1.0.2": "正常（在线）", "10.1.0.3": "异常（离线）"}
 
 
 async def test_a_running_step_has_its_timeout_read(facts_of: Gather) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import time
@@ -82,6 +83,7 @@ class _Loop(Generic[T]):
         self.dead = dead
         self.metrics = metrics
         self._inflight: set[asyncio.Task[None]] = set()
+        self._active: set[str] = set()  # ids of the entries those tasks run
 
     async def process(self, entry: Entry[T]) -> None:
         raise NotImplementedError
@@ -156,10 +158,19 @@ class _Loop(Generic[T]):
             if not entries and self.sem._value == 0:
                 await asyncio.sleep(0.05)
             for entry in entries:
+                if entry.id in self._active:
+                    # Our own entry whose heartbeat lagged (a stalled loop): it is still running
+                    # here, so reclaiming it must not start it a second time.
+                    continue
                 await self.sem.acquire()
                 task = asyncio.create_task(self._run_one(entry), name=f"{self.name}:{entry.id}")
                 self._inflight.add(task)
+                self._active.add(entry.id)
                 task.add_done_callback(self._inflight.discard)
+                task.add_done_callback(functools.partial(self._finished, entry.id))
+
+    def _finished(self, entry_id: str, _task: asyncio.Task[None]) -> None:
+        self._active.discard(entry_id)
 
     async def stop(self, grace_s: float) -> None:
         """Let in-flight entries finish within the grace period, then hand the rest back at once."""

@@ -89,7 +89,9 @@ async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
 async def _until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not pred():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        if asyncio.get_running_loop().time() > deadline:
+            stuck = [t.get_stack(limit=5) for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            raise AssertionError(f"timed out; other tasks are at {stuck}")
         await asyncio.sleep(0.02)
 
 
@@ -116,6 +118,33 @@ async def test_a_requester_that_cannot_be_reached_is_dead_lettered_and_never_blo
     assert AnalysisJob.model_validate_json(letter["payload"]).request_key == JOB.request_key
     assert await w.jobs.pending_count() == 0  # done with, not retried every claim period
     await asyncio.sleep(1.0)  # several claim periods: nothing runs or sends again
+    assert w.refused == ["alice"] * 3 and w.analyses == 1
+
+
+async def test_an_entry_whose_heartbeat_lags_is_not_started_twice_by_its_own_worker(
+    store: Store, running: list[asyncio.Task[None]]
+) -> None:
+    w = World(store, max_attempts=3)
+    deliver = w.deliver_report
+
+    async def slow_delivery(requester: Requester, request_key: str, salt: str) -> None:
+        await asyncio.sleep(0.4)  # longer than claim_idle_s
+        await deliver(requester, request_key, salt)
+
+    async def lost_heartbeat(consumer: str, entry_id: str) -> None:
+        return None  # the loop stalled: the entry goes idle while still running here
+
+    w.worker.deliver_report = slow_delivery
+    w.jobs.touch = lost_heartbeat  # type: ignore[method-assign]
+    await w.jobs.ensure_group()
+    for requester in (RENAMED, BOB, CAROL):
+        await w.jobs.submit(JOB, requester)
+    running.append(asyncio.create_task(w.worker.run()))
+
+    await _until(lambda: w.dead_count("delivery") == 1)
+    await _until(lambda: not w.worker._inflight)
+    await asyncio.sleep(0.5)
+    assert sorted(w.delivered) == ["bob", "carol"]  # once each, though reclaimed while running
     assert w.refused == ["alice"] * 3 and w.analyses == 1
 
 

@@ -19,8 +19,8 @@ from datetime import datetime
 
 import structlog
 
-from bot.clients.bkjob import (
-    BkJobClient,
+from bot.clients.bkjob import BkJobClient
+from bot.clients.bkjob_models import (
     FileHostLog,
     HostResult,
     IpLogs,

@@ -15,7 +15,8 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from bot.clients.bkjob import BkJobClient, JobInstanceStatus
+from bot.clients.bkjob import BkJobClient
+from bot.clients.bkjob_models import JobInstanceStatus
 from bot.clients.bklog import BkLogClient, QueryTemplates
 from bot.clients.gse import GseClient
 from bot.core.metrics import Metrics

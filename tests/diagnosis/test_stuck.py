@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bot.clients.bkjob import JobInstance, JobInstanceStatus, StepDetail, StepInstance
+from bot.clients.bkjob_models import JobInstance, JobInstanceStatus, StepDetail, StepInstance
 from bot.core.models import DiagnosisReport, HostGroup, TimelineEntry
 from bot.delivery.render import render_text
 from bot.diagnosis.hosts import StepFacts

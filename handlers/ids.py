@@ -253,8 +253,24 @@ _UNIT_RE = re.compile(
 )
 _CODE_QUESTION_RE = re.compile(
     r"(?i)(?:什么|啥)(?:意思|含义|错误|状态|原因码)|含义|代表(?:什么|啥)|表示(?:什么|啥)|意味着|"
-    r"错误码|状态码|返回码|退出码|错误代码|\bcode\b|\bwhat\s+(?:does|is)\b.*\bmean|\bmeaning\b"
+    r"错误码|状态码|返回码|退出码|错误代码|\bcode\b|\bmeaning\b"
 )
+# "what does/is ... mean" as two linear searches: one `what\s+is\b.*\bmean` regex retries `.*` from
+# every "what is" and is quadratic in the message ("what is " * N held the event loop for seconds).
+_WHAT_RE = re.compile(r"(?i)\bwhat\s+(?:does|is)\b")
+_MEAN_RE = re.compile(r"(?i)\bmean")
+
+
+def _asks_about_a_code(text: str) -> bool:
+    if _CODE_QUESTION_RE.search(text) is not None:
+        return True
+    for line in text.splitlines():  # `.` stopped at line ends: so does this
+        what = _WHAT_RE.search(line)
+        if what is not None and _MEAN_RE.search(line, what.end()) is not None:
+            return True
+    return False
+
+
 # A short bare number is an id only when the message is about a failure or asks for a look.
 _FAILURE_CUE_RE = re.compile(
     r"(?i)失败|报错|出错|错误|异常|挂了|挂掉|卡住|超时|看下|看看|看一下|瞅|帮忙|分析|诊断|排查|查一下|查下|"
@@ -372,7 +388,7 @@ def _scan_prose(text: str, scan: _Scan) -> None:
         hexes.append(m.span())
     text = _mask(text, hexes)
 
-    code_question = _CODE_QUESTION_RE.search(text) is not None
+    code_question = _asks_about_a_code(text)
     without_mentions = _MENTION_RE.sub(" ", text)
     only_numbers = _ONLY_NUMBERS_RE.match(without_mentions) is not None
     failure_cue = _FAILURE_CUE_RE.search(text) is not None

@@ -17,8 +17,24 @@ class AccessPolicy:
         self.chat = chat
         self.store = store
 
-    async def check(self, msg: IncomingMessage) -> str | None:
-        """None when the sender may use the bot now; else the polite refusal (`SILENT` = say nothing)."""
+    async def check(self, msg: IncomingMessage, *, turn: str = "") -> str | None:
+        """None when the sender may use the bot now; else the polite refusal (`SILENT` = say nothing).
+
+        With `turn` (the message's stable key) the decision is kept: a message handled again after a
+        reply of it was lost is neither counted twice nor refused by its own first pass.
+        """
+        if not turn:
+            return await self._decide(msg)
+        kept = self.store.key("policy", turn)
+        known = await self.store.get_json(kept)
+        if isinstance(known, dict) and "refusal" in known:
+            refusal = known["refusal"]
+            return refusal if isinstance(refusal, str) else None
+        decision = await self._decide(msg)
+        await self.store.set_json(kept, {"refusal": decision}, ttl_s=86400)
+        return decision
+
+    async def _decide(self, msg: IncomingMessage) -> str | None:
         chat = self.chat
         if (
             msg.is_group
@@ -26,15 +42,19 @@ class AccessPolicy:
             and not ({msg.chat_id, msg.chat_name} & set(chat.allowed_groups))
         ):
             return SILENT
-        if (
-            chat.allowed_users
-            and msg.sender_id not in chat.allowed_users
-            and msg.sender_name not in chat.allowed_users
-        ):
-            return texts.NOT_ALLOWED
+        listed = msg.sender_id in chat.allowed_users or msg.sender_name in chat.allowed_users
+        # With any allowlist set a private chat (a WorkTool external contact too) is served only for
+        # listed users: the group list alone must not leave every private peer a way in.
+        private_closed = not msg.is_group and bool(chat.allowed_groups or chat.allowed_users)
+        if (chat.allowed_users or private_closed) and not listed:
+            # Told once per hour, then silence: a stranger's flood must not make the bot flood back.
+            told = await self.store.claim(
+                self.store.key("rl", "refused", msg.channel, msg.chat_id, msg.sender_id), 3600
+            )
+            return texts.NOT_ALLOWED if told else SILENT
         window = int(time.time() // 60)
         user_n = await self.store.incr(
-            self.store.key("rl", "u", msg.channel, msg.sender_id, window), ttl_s=90
+            self.store.key("rl", "u", msg.channel, msg.limit_key, window), ttl_s=90
         )
         group_n = 0
         if msg.is_group:
@@ -44,7 +64,25 @@ class AccessPolicy:
         if user_n > chat.user_rate_per_min or group_n > chat.group_rate_per_min:
             # Say it once per window, then stay quiet: a flood must not make the bot flood back.
             first = await self.store.claim(
-                self.store.key("rl", "told", msg.chat_id, msg.sender_id, window), 90
+                self.store.key("rl", "told", msg.chat_id, msg.limit_key, window), 90
             )
             return texts.RATE_LIMITED if first else SILENT
         return None
+
+    async def allow_forced(self, msg: IncomingMessage, *, turn: str = "") -> bool:
+        """May this sender force one more re-analysis (`重新分析`, cache skipped) this hour?
+
+        Kept per `turn` like `check`: a message handled again is not counted again."""
+        limit = self.chat.reanalyze_per_hour
+        if limit <= 0:
+            return False
+        kept = self.store.key("policy", "force", turn) if turn else ""
+        if kept and (known := await self.store.get_json(kept)) is not None:
+            return bool(known)
+        hour = int(time.time() // 3600)
+        used = await self.store.incr(
+            self.store.key("rl", "force", msg.channel, msg.limit_key, hour), ttl_s=3700
+        )
+        if kept:
+            await self.store.set_json(kept, used <= limit, ttl_s=86400)
+        return used <= limit

@@ -10,7 +10,9 @@ from handlers import knowledge, texts
 
 
 class ModelAnswer(Protocol):
-    async def __call__(self, question: str, knowledge: str, *, budget_key: str) -> str | None:
+    async def __call__(
+        self, question: str, knowledge: str, *, budget_key: str, budget_user: str = ""
+    ) -> str | None:
         """The model's answer grounded in `knowledge`, or None (no model, timeout, budget spent)."""
         ...
 
@@ -30,7 +32,10 @@ class Answers:
         if self.model is not None:
             # The model's tokens are charged to the asking chat's daily budget.
             got = await self.model(
-                question, knowledge.knowledge_snippet(), budget_key=f"{msg.channel}:{msg.chat_id}"
+                question,
+                knowledge.knowledge_snippet(),
+                budget_key=f"{msg.channel}:{msg.chat_id}",
+                budget_user=f"{msg.channel}:{msg.limit_key}",
             )
             if got:
                 return got

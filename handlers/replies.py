@@ -6,11 +6,12 @@ them over as its delivery callbacks); the conversation calls `send_report` for a
 
 from __future__ import annotations
 
-from bot.core.models import AnalysisJob, DiagnosisReport, Reply, Requester
+from bot.core.models import AnalysisJob, ChatTarget, DiagnosisReport, Reply, Requester
 from bot.delivery.render import render_markdown, render_text, report_header
 from bot.delivery.reports import ReportStore
 from bot.delivery.send import Delivery, delivery_key
 from handlers import texts
+from handlers.scope import ScopeGate, Verdict
 
 
 def mention_of(requester: Requester) -> list[str]:
@@ -42,18 +43,46 @@ def detail_hint(report: DiagnosisReport, request_key: str) -> str:
     return texts.DETAIL_HINT.format(ident=ident)
 
 
+def scope_refusal(verdict: Verdict, key: str, scope: str) -> str:
+    """What a chat scoped to another business is told instead of a report (no evidence in it)."""
+    ident = key.split(":", 1)[-1].split(":", 1)[0]
+    what = f"stepInstanceId={ident}" if key.startswith("step:") else f"request_id={ident}"
+    template = texts.OUT_OF_SCOPE if verdict == "outside" else texts.SCOPE_UNKNOWN
+    return template.format(what=what, scope=scope, ident=ident)
+
+
 class ReportReplies:
-    def __init__(self, reports: ReportStore, delivery: Delivery) -> None:
+    def __init__(self, reports: ReportStore, delivery: Delivery, gate: ScopeGate | None = None) -> None:
         self.reports = reports
         self.delivery = delivery
+        self.gate = gate
+
+    async def refusal(self, target: ChatTarget, key: str, report: DiagnosisReport) -> str | None:
+        """None when `target` may see the report; else what to say instead."""
+        if self.gate is None:
+            return None
+        verdict = await self.gate.verdict(target, report)
+        if verdict == "ok":
+            return None
+        scope = self.gate.scope_of(target)
+        return scope_refusal(verdict, key, f"{scope[0]}:{scope[1]}" if scope else "")
 
     async def send_report(self, requester: Requester, key: str, salt: str) -> None:
         """Send the stored report of `key` to one asker (once per salt) and remember it as theirs."""
         stored = await self.reports.get(key)
         if stored is None:
             return
-        reply = report_reply(stored.report, requester, detail_hint=detail_hint(stored.report, key))
         target = requester.target
+        refusal = await self.refusal(target, key, stored.report)
+        if refusal is not None:
+            note = Reply(
+                target=target, kind="notice", mention=mention_of(requester), text=refusal, markdown=refusal
+            )
+            await self.delivery.send(
+                note, delivery_key("scope", key, salt, target.chat_id, requester.sender_id)
+            )
+            return
+        reply = report_reply(stored.report, requester, detail_hint=detail_hint(stored.report, key))
         await self.delivery.send(
             reply, delivery_key("report", key, salt, target.chat_id, requester.sender_id)
         )

@@ -1,8 +1,8 @@
 """The message router: an explicit, ordered list of handlers; the first that takes a message wins.
 
 Order (DESIGN "Ask or answer?"): access policy → non-text messages → commands → id-bearing
-messages → follow-ups to a question the bot asked → feedback on a report → greetings → a failure
-without an id → questions → chatter.
+messages → a message cut to the length limit without an id → follow-ups to a question the bot asked →
+feedback on a report → greetings → a failure without an id → questions → chatter.
 In groups the bot only reacts when @-mentioned, or to the follow-up it asked that same sender for.
 """
 
@@ -21,6 +21,7 @@ from handlers.context import HandlerContext
 from handlers.ids import ExtractedIds, IdRef, extract_ids
 from handlers.intent import Command, classify, is_greeting, parse_command, parse_feedback
 from handlers.policy import AccessPolicy
+from handlers.service import turn_key
 from handlers.state import Ask
 from handlers.timehint import TimeWindow, time_window
 
@@ -36,6 +37,7 @@ class Turn:
     ids: ExtractedIds
     command: Command | None
     ask: Ask | None  # the pending question the bot asked this sender, if any
+    force_allowed: bool = False  # the policy lets this `重新分析` skip the report cache
 
     @property
     def addressed(self) -> bool:
@@ -64,7 +66,7 @@ async def _analyse_refs(
     turn: Turn, refs: Sequence[IdRef], *, force: bool = False, window: TimeWindow | None = None
 ) -> None:
     ctx, msg = turn.ctx, turn.msg
-    for ref in refs:
+    for i, ref in enumerate(refs):
         if ref.kind == "task_only":
             resolved = await ctx.resolve_task_only(ref)
             if resolved is None:
@@ -72,7 +74,9 @@ async def _analyse_refs(
                 await ctx.say(msg, texts.ASK_WHICH_STEP.format(task=ref.task_instance_id), kind="question")
                 continue
             ref = resolved
-        await ctx.start_analysis(msg, ref, force=force, window=window)
+        await ctx.start_analysis(
+            msg, ref, force=force and i == 0, window=window
+        )  # one forced run per message
     if turn.ids.over_limit:
         await ctx.say(
             msg,
@@ -106,9 +110,12 @@ async def handle_command(turn: Turn) -> bool:
             await ctx.say(msg, texts.REANALYZE_NEED_ID)
         else:
             await ctx.clear_ask(msg)
-            turn = Turn(msg, ctx, ids, None, None)
-            window = _named_window(turn, cmd.arg, msg.received_at)
-            await _analyse_refs(turn, ids.refs, force=True, window=window)
+            if not turn.force_allowed:
+                limit = ctx.settings.chat.reanalyze_per_hour
+                await ctx.say(msg, texts.REANALYZE_LIMITED.format(limit=limit), kind="notice")
+            forced = Turn(msg, ctx, ids, None, None)
+            window = _named_window(forced, cmd.arg, msg.received_at)
+            await _analyse_refs(forced, ids.refs, force=turn.force_allowed, window=window)
     elif cmd.name == "detail":
         ids = extract_ids(cmd.arg, max_ids=1)
         ref = ids.refs[0] if ids.refs else None
@@ -135,6 +142,15 @@ async def handle_ids(turn: Turn) -> bool:
         window = _named_window(turn, turn.ask.text, asked_at)
     await turn.ctx.clear_ask(turn.msg)
     await _analyse_refs(turn, turn.ids.refs, window=window)
+    return True
+
+
+async def handle_truncated(turn: Turn) -> bool:
+    """A message cut to the length limit with no id in what was kept: say why nothing happens."""
+    if not turn.msg.truncated or turn.ids.refs or not (turn.addressed or turn.ask):
+        return False
+    limit = turn.ctx.settings.chat.max_text_chars
+    await turn.ctx.say(turn.msg, texts.TEXT_TRUNCATED.format(limit=limit), kind="notice")
     return True
 
 
@@ -210,6 +226,7 @@ DEFAULT_HANDLERS: tuple[tuple[str, Handler], ...] = (
     ("unsupported", handle_unsupported),
     ("command", handle_command),
     ("ids", handle_ids),
+    ("truncated", handle_truncated),
     ("followup", handle_followup),
     ("feedback", handle_feedback),
     ("greeting", handle_greeting),
@@ -228,20 +245,30 @@ class Router:
 
     async def dispatch(self, msg: IncomingMessage, ctx: HandlerContext) -> str:
         """Route one message; returns the name of the handler that took it ("ignored" if none)."""
+        limit = ctx.settings.chat.max_text_chars
+        if len(msg.text) > limit:  # before any parsing: no parser ever sees more than the limit
+            msg = msg.model_copy(update={"text": msg.text[:limit], "truncated": True})
         ask = await ctx.get_ask(msg)
         if msg.is_group and not msg.mentioned and ask is None:
             return "ignored"  # group chatter not addressed to the bot: not even rate-limited
-        refusal = await self.policy.check(msg)
+        refusal = await self.policy.check(msg, turn=turn_key(msg))
         if refusal is not None:
             if refusal:
                 await ctx.say(msg, refusal, kind="notice")
             return "refused"
+        command = parse_command(msg.text)
         turn = Turn(
             msg=msg,
             ctx=ctx,
             ids=extract_ids(msg.text, max_ids=ctx.settings.chat.max_ids_per_message),
-            command=parse_command(msg.text),
+            command=command,
             ask=ask,
+            force_allowed=(
+                command is not None
+                and command.name == "reanalyze"
+                and (msg.mentioned or not msg.is_group)
+                and await self.policy.allow_forced(msg, turn=turn_key(msg))
+            ),
         )
         for name, handler in self.handlers:
             if await handler(turn):

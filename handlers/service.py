@@ -27,7 +27,7 @@ from bot.diagnosis.locate import StepLocator
 from handlers import texts
 from handlers.ids import IdRef
 from handlers.qa import Answers
-from handlers.replies import ReportReplies
+from handlers.replies import ReportReplies, scope_refusal
 from handlers.state import Ask
 from handlers.timehint import TimeWindow
 
@@ -116,10 +116,10 @@ class ConversationService:
             text=text,
             markdown=markdown or text,
         )
-        try:
-            await self.delivery.send(reply, key)
-        except DeliveryFailed as exc:
-            log.error("reply_not_delivered", error=str(exc))
+        # DeliveryFailed (DeliveryBusy too) propagates: the inbox entry is then not acknowledged and
+        # the message is handled again after the claim timeout; every effect of a turn is keyed by
+        # the turn, so what already happened is not done twice and only the lost reply goes out.
+        await self.delivery.send(reply, key)
 
     # ---- analyses
 
@@ -127,11 +127,31 @@ class ConversationService:
         self, msg: IncomingMessage, ref: IdRef, *, force: bool = False, window: TimeWindow | None = None
     ) -> None:
         key = request_key(ref, window)
-        requester = Requester(target=ChatTarget.of(msg), sender_id=msg.sender_id, sender_name=msg.sender_name)
+        requester = Requester(
+            target=ChatTarget.of(msg),
+            sender_id=msg.sender_id,
+            sender_name=msg.sender_name,
+            sender_key=msg.sender_key,
+        )
+        # A turn handled again (a reply of it was not delivered) does not ask for the analysis twice.
+        started = self.store.key("started", turn_key(msg), key)
+        if await self.store.exists(started):
+            return
+        gate = self.replies.gate
+        if gate is not None and gate.link_outside(requester.target, ref):
+            own = gate.scope_of(requester.target)
+            await self.say(
+                msg, scope_refusal("outside", key, f"{own[0]}:{own[1]}" if own else ""), kind="notice"
+            )
+            return
+        cooldown = self.settings.chat.reanalyze_cooldown_s
+        if force and cooldown > 0 and not await self.store.claim(self.store.key("forced", key), cooldown):
+            force = False  # forced moments ago (by anyone): that run's report is fresh enough
         if not force:
             fresh = await self._fresh_report(ref, window)
             if fresh is not None:
                 await self.replies.send_report(requester, fresh.request_key, f"cached:{turn_key(msg)}")
+                await self.store.set_json(started, 1, ttl_s=86400)
                 return
         scope = scope_of(ref.bk_scope_type, ref.bk_scope_id) or self.chat_scope(msg)
         job = AnalysisJob(
@@ -147,6 +167,7 @@ class ConversationService:
             until=window.until if window else None,
         )
         result = await self.jobs.submit(job, requester)
+        await self.store.set_json(started, 1, ttl_s=86400)
         if result.queued:
             self.metrics.jobs_queued.inc()
         log.info("analysis_requested", request_key=key, queued=result.queued, entry=result.entry_id)
@@ -177,7 +198,10 @@ class ConversationService:
             self.store.key("progress", entry_id, requester.target.chat_id, requester.sender_id), 3600
         )
         if claimed:
-            await self.say(msg, texts.PROGRESS.format(what=what), kind="progress")
+            try:
+                await self.say(msg, texts.PROGRESS.format(what=what), kind="progress")
+            except DeliveryFailed as exc:  # a progress note is not worth a retry: the report follows
+                log.warning("progress_not_delivered", error=str(exc))
 
     def chat_scope(self, msg: IncomingMessage) -> Scope | None:
         """The business configured for this chat (CHAT__GROUP_SCOPES, by name or id), if any."""
@@ -242,7 +266,10 @@ class ConversationService:
         if key is None:
             return None
         stored = await self.reports.get(key)
-        return None if stored is None else render_text(stored.report)
+        if stored is None:
+            return None
+        refusal = await self.replies.refusal(ChatTarget.of(msg), key, stored.report)
+        return refusal if refusal is not None else render_text(stored.report)
 
     async def status_text(self, msg: IncomingMessage) -> str:
         depth = await self.jobs.depth()
@@ -264,5 +291,6 @@ class ConversationService:
         key = await self.reports.latest_for(msg)
         if key is None:
             return None
-        await self.reports.add_feedback(key, msg, verdict, note)
+        if await self.store.claim(self.store.key("feedback-turn", turn_key(msg)), 86400):
+            await self.reports.add_feedback(key, msg, verdict, note)  # once per turn, however often handled
         return key

@@ -39,6 +39,7 @@ QA_FALLBACK = (
     "例如「状态码 310 是什么意思」。要诊断一次具体的失败，请发送 stepInstanceId、BK-JOB 步骤链接或 "
     "request_id（traceId），可以带上失败时间，例如「20031265375 昨天下午3点」。"
 )
+TEXT_TRUNCATED = "消息太长，我只读取了前 {limit} 个字，其中没有找到 stepInstanceId。请只发送 stepInstanceId 或 BK-JOB 步骤链接。"
 UNSUPPORTED_TYPE = "暂时只能处理文字消息，请把 stepInstanceId 或 BK-JOB 链接以文字发给我。"
 
 # --------------------------------------------------------------------------- analyses and reports
@@ -52,7 +53,13 @@ ANALYSIS_FAILED = (
 )
 DETAIL_NOT_FOUND = "没有找到 {what} 的近期报告，可以发送「重新分析 {what}」重新生成。"
 DETAIL_NEED_ID = "请在「详情」后面附上 stepInstanceId 或 request_id。"
+REANALYZE_LIMITED = "每人每小时最多强制重新分析 {limit} 次，这次先发最近的报告（如有）。"
 REANALYZE_NEED_ID = "请在「重新分析」后面附上 stepInstanceId 或 request_id。"
+
+OUT_OF_SCOPE = "{what} 不属于本群的业务（{scope}），不展示报告和日志。"
+SCOPE_UNKNOWN = (
+    "暂时无法确认 {what} 是否属于本群的业务（{scope}），不展示报告和日志；稍后可发送「详情 {ident}」再试。"
+)
 
 # --------------------------------------------------------------------------- status and feedback
 

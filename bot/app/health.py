@@ -12,6 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import structlog
+
+log = structlog.get_logger(__name__)
+
 Probe = Callable[[], Awaitable[str]]  # returns a short detail on success, raises on failure
 Status = Literal["ok", "degraded", "down"]
 
@@ -21,11 +25,14 @@ class CheckResult:
     name: str
     ok: bool
     latency_ms: float
-    detail: str
+    detail: str  # for `check` and the logs: may name hosts, ports, the model, the index set
     required: bool
+    reason: str = ""  # for /readyz (unauthenticated): "ok" or a short reason without addresses
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "latency_ms": round(self.latency_ms, 2), "detail": self.detail}
+        """The public form (/readyz): no exception text, no address, no configuration value."""
+        public = self.reason or ("ok" if self.ok else "failed")
+        return {"ok": self.ok, "latency_ms": round(self.latency_ms, 2), "detail": public}
 
 
 @dataclass
@@ -56,12 +63,15 @@ class Health:
         try:
             async with asyncio.timeout(self.probe_timeout_s):
                 detail = await check.probe()
-            ok = True
+            ok, reason = True, "ok"
         except TimeoutError:
-            ok, detail = False, f"no answer within {self.probe_timeout_s:g}s"
+            ok, detail, reason = False, f"no answer within {self.probe_timeout_s:g}s", "timeout"
         except Exception as exc:  # a probe failure is data, never a crash of /readyz
-            ok, detail = False, describe_error(exc)
-        return CheckResult(check.name, ok, (time.perf_counter() - start) * 1000, detail, check.required)
+            ok, detail, reason = False, describe_error(exc), public_reason(exc)
+        if not ok:
+            log.warning("dependency_check_failed", check=check.name, detail=detail)
+        latency = (time.perf_counter() - start) * 1000
+        return CheckResult(check.name, ok, latency, detail, check.required, reason)
 
     async def run(self, *, fresh: bool = False) -> list[CheckResult]:
         async with self._lock:
@@ -79,6 +89,19 @@ class Health:
         if any(not r.ok for r in results):
             return "degraded"
         return "ok"
+
+
+def public_reason(exc: BaseException) -> str:
+    """A few words on why a check failed, safe for an unauthenticated caller: a probe's own fixed
+    `reason`, or the kind of failure; never the exception's text (it names hosts and ports)."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError | OSError) or "Connection" in type(exc).__name__:
+        return "unreachable"
+    return "error"
 
 
 def describe_error(exc: BaseException) -> str:

@@ -23,16 +23,20 @@ from bot.core.store import Store
 
 
 class ProbeFailed(Exception):
-    pass
+    """The message is the detail (`check`, logs); `reason` is what /readyz may show."""
+
+    def __init__(self, detail: str, *, reason: str = "failed") -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
     try:
         body = await resp.json(content_type=None)
-    except (ValueError, aiohttp.ContentTypeError):
-        raise ProbeFailed(f"HTTP {resp.status}, body is not JSON") from None
+    except (ValueError, RecursionError, aiohttp.ContentTypeError):
+        raise ProbeFailed(f"HTTP {resp.status}, body is not JSON", reason="unexpected answer") from None
     if not isinstance(body, dict):
-        raise ProbeFailed(f"HTTP {resp.status}, unexpected JSON")
+        raise ProbeFailed(f"HTTP {resp.status}, unexpected JSON", reason="unexpected answer")
     return body
 
 
@@ -86,11 +90,11 @@ def llm_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
         key = cfg.api_key.get_secret_value() if cfg.api_key else ""
         async with session.get(base + "/models", headers={"Authorization": f"Bearer {key}"}) as resp:
             if resp.status in (401, 403):
-                raise ProbeFailed(f"HTTP {resp.status}: API key rejected")
+                raise ProbeFailed(f"HTTP {resp.status}: API key rejected", reason="API key rejected")
             if resp.status == 429:
                 return "rate limited (HTTP 429), reachable"
             if resp.status >= 500:
-                raise ProbeFailed(f"HTTP {resp.status}")
+                raise ProbeFailed(f"HTTP {resp.status}", reason=f"HTTP {resp.status}")
         return f"model endpoint answers (model {cfg.model})"
 
     return probe
@@ -104,9 +108,9 @@ def worktool_probe(settings: Settings, session: aiohttp.ClientSession) -> Probe:
         async with session.get(url, params={"robotId": cfg.robot_id}) as resp:
             data = await _json(resp)
             if resp.status >= 400:
-                raise ProbeFailed(f"HTTP {resp.status}")
+                raise ProbeFailed(f"HTTP {resp.status}", reason=f"HTTP {resp.status}")
             if data.get("data") is False:
-                raise ProbeFailed("robot is offline (check the WorkTool phone)")
+                raise ProbeFailed("robot is offline (check the WorkTool phone)", reason="robot offline")
         return "robot online"
 
     return probe

@@ -63,6 +63,7 @@ from handlers.policy import AccessPolicy
 from handlers.qa import Answers
 from handlers.replies import ReportReplies
 from handlers.router import Router
+from handlers.scope import ScopeGate
 from handlers.service import ConversationService
 
 Analyze = Callable[[AnalysisJob], Awaitable[DiagnosisReport]]
@@ -267,7 +268,8 @@ async def build_services(
         endpoints, console = _channels(settings, opts, channels, session, store, ingress, reports)
 
         # ---- the conversation
-        replies = ReportReplies(reports, delivery)
+        gate = ScopeGate(settings.chat.group_scopes, bkjob, store) if settings.chat.group_scopes else None
+        replies = ReportReplies(reports, delivery, gate)
         conversation = ConversationService(
             settings=settings,
             store=store,
@@ -357,6 +359,7 @@ def _model(
         prefix=store.prefix,  # keys: <prefix>llm:tokens:<day>[:chat:<chat>]
         daily_limit=settings.llm.daily_token_budget,
         chat_daily_limit=settings.llm.group_daily_token_budget,
+        user_daily_limit=settings.llm.user_daily_token_budget,
         time_zone=settings.digest.time_zone,
     )
     # The model's read-only tools use the analyzer's own clients.
@@ -415,6 +418,7 @@ def _channels(
                 reports=reports,
                 dedup_window_s=settings.chat.dedup_window_s,
                 samples=opts.samples,
+                max_text_chars=settings.chat.max_text_chars,
             )
             channels.add(hub)
             endpoints.append(console)

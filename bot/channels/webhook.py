@@ -26,7 +26,7 @@ from typing import Any, Literal
 import aiohttp
 import structlog
 
-from bot.delivery.render import split_parts, utf8_len
+from bot.delivery.split import split_parts, utf8_len
 
 log = structlog.get_logger(__name__)
 

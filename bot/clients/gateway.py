@@ -241,7 +241,7 @@ def classify(
     kw: dict[str, Any] = {"service": service, "http_status": status, "request_id": request_id}
     try:
         doc = json.loads(body) if body.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):
         doc = None
     if not isinstance(doc, dict):
         looks_html = body.lstrip()[:1] == "<"

@@ -78,6 +78,14 @@ class IncomingMessage(BaseModel):
     # "unsupported": an image, file or voice the channel cannot read (text is empty); the
     # conversation answers it like any message, so access rules and rate limits apply.
     content: Literal["text", "unsupported"] = "text"
+    truncated: bool = False  # the channel cut `text` to `chat.max_text_chars`
+    # Who really sent it, for rate limits and budgets, when `sender_id` is not that (the console's
+    # self-chosen display name: there it is the browser session). Empty: `sender_id`.
+    sender_key: str = ""
+
+    @property
+    def limit_key(self) -> str:
+        return self.sender_key or self.sender_id
 
 
 class ChatTarget(BaseModel):
@@ -127,6 +135,7 @@ class Requester(BaseModel):
     target: ChatTarget
     sender_id: str
     sender_name: str = ""
+    sender_key: str = ""  # `IncomingMessage.sender_key`: whose budget the analysis spends
 
 
 class AnalysisJob(BaseModel):

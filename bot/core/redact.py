@@ -45,10 +45,22 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         r"\1" + MASK,
     ),
     # URL userinfo: scheme://user:password@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)(@)"), r"\1" + MASK + r"\3"),
+    # (bounded parts: an unbounded scheme is re-scanned from every letter of a long word)
+    (
+        re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}://[^\s:/@]{0,256}:)([^\s@/]{1,1024})(@)"),
+        r"\1" + MASK + r"\3",
+    ),
     # OpenAI-style keys
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}\b"), MASK),
 )
+
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}://)[^\s/@]{1,1024}@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """Every `scheme://user:password@` (or `scheme://token@`) in `text` with its userinfo masked."""
+    return _URL_USERINFO.sub(r"\1" + MASK + "@", text)
 
 
 # Mapping keys whose values are secrets whatever they look like.

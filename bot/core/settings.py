@@ -20,9 +20,12 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from redis.asyncio.connection import parse_url
 
+from bot.core.redact import mask_url_credentials
 from bot.core.scope import parse_scope
 
 ENV_PREFIX = "JOB_DOCTOR_"
@@ -40,9 +43,24 @@ def _url(v: Any) -> Any:
     return v
 
 
-def _secret(value: SecretStr | None) -> SecretStr | None:
-    """An empty string is no secret."""
-    return value if value is not None and value.get_secret_value() else None
+def _blank(v: Any) -> bool:
+    if isinstance(v, SecretStr):
+        v = v.get_secret_value()
+    return isinstance(v, str) and not v.strip()
+
+
+def _secret(v: Any) -> Any:
+    # An empty string is never a secret: `X=""` (compose exports unset variables so) means unset.
+    return None if _blank(v) else v
+
+
+class MissingSetting(ValueError):
+    """A setting that another one needs is missing or empty; `name` is its environment name."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"{name} {why}")
+        self.name = name
+        self.why = why
 
 
 class _Section(BaseModel):
@@ -63,6 +81,8 @@ class Credentials(_Section):
     # A verified user for resources that require one (BK-JOB's public APIs): sent as
     # `access_token` in X-Bkapi-Authorization instead of `bk_username`.
     access_token: SecretStr | None = None
+
+    _s = field_validator("app_secret", mode="before")(_secret)
 
 
 class BkSettings(Credentials):
@@ -89,7 +109,7 @@ class BkLogSettings(Credentials):
     trace_field: str = Field(default="", pattern=r"^([A-Za-z_@][\w.@-]*)?$")
     queries_file: str = ""  # a TOML [queries] table replacing some of the packaged query templates
 
-    _v = field_validator("base_url", mode="before")(_url)
+    _v = field_validator("base_url", "index_set_id", mode="before")(_url)
 
     @field_validator("queries_file")
     @classmethod
@@ -141,8 +161,10 @@ class LlmSettings(_Section):
     max_tool_rounds: int = Field(default=2, ge=0, le=10)
     daily_token_budget: int = Field(default=2_000_000, ge=0)  # whole bot, per day; 0 = unlimited
     group_daily_token_budget: int = Field(default=300_000, ge=0)  # per chat, per day; 0 = unlimited
+    user_daily_token_budget: int = Field(default=100_000, ge=0)  # per real sender, per day; 0 = unlimited
 
     _v = field_validator("base_url", mode="before")(_url)
+    _s = field_validator("api_key", mode="before")(_secret)
 
     @property
     def enabled(self) -> bool:
@@ -159,6 +181,22 @@ class WorkToolSettings(_Section):
     requests_per_minute: int = Field(default=60, ge=1)
     timeout_s: float = Field(default=10.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _callback_whole(cls, data: Any) -> Any:
+        # The callback needs both halves; the robot alone is the digest's send-only use.
+        if isinstance(data, dict):
+            robot, token = str(data.get("robot_id") or "").strip(), data.get("callback_token")
+            if robot and token is not None and _blank(token):
+                raise MissingSetting(
+                    "JOB_DOCTOR_WORKTOOL__CALLBACK_TOKEN", "is empty (unset it for a send-only robot)"
+                )
+            if not robot and token is not None and not _blank(token):
+                raise MissingSetting("JOB_DOCTOR_WORKTOOL__ROBOT_ID", "is required with a callback token")
+        return data
+
+    _s = field_validator("callback_token", mode="before")(_secret)
+
     @property
     def enabled(self) -> bool:
         return bool(self.robot_id) and self.callback_token is not None
@@ -170,6 +208,25 @@ class WecomAibotSettings(_Section):
     bot_id: str = ""
     secret: SecretStr | None = None
     ws_url: str = "wss://openws.work.weixin.qq.com"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _modes_whole(cls, data: Any) -> Any:
+        # Half a mode is refused: an empty token with a key made GET /wecom/aibot a decryption
+        # oracle (anyone can compute the signature over an empty token).
+        if isinstance(data, dict):
+            pairs = (
+                ("TOKEN", "ENCODING_AES_KEY", data.get("token"), data.get("encoding_aes_key")),
+                ("BOT_ID", "SECRET", data.get("bot_id"), data.get("secret")),
+            )
+            for a_name, b_name, a, b in pairs:
+                has_a, has_b = a is not None and not _blank(a), b is not None and not _blank(b)
+                if has_a != has_b:
+                    missing = b_name if has_a else a_name
+                    raise MissingSetting(f"JOB_DOCTOR_WECOM_AIBOT__{missing}", "is required (and not empty)")
+        return data
+
+    _s = field_validator("token", "encoding_aes_key", "secret", mode="before")(_secret)
 
     @property
     def http_enabled(self) -> bool:
@@ -183,6 +240,8 @@ class WecomAibotSettings(_Section):
 class ConsoleSettings(_Section):
     token: SecretStr | None = None
 
+    _s = field_validator("token", mode="before")(_secret)
+
 
 class ChatSettings(_Section):
     progress_after_s: float = Field(default=2.0, ge=0)
@@ -194,7 +253,15 @@ class ChatSettings(_Section):
     allowed_users: list[str] = Field(default_factory=list)  # empty = all
     user_rate_per_min: int = Field(default=6, ge=1)
     group_rate_per_min: int = Field(default=20, ge=1)
-    # chat name (or id) → its business, "biz:2": ids asked there are looked up in that business
+    # A message is cut to this before any parsing (chat text is never worth more, and every
+    # parser then runs on a bounded input).
+    max_text_chars: int = Field(default=4000, ge=100, le=100_000)
+    # `重新分析` skips the report cache: at most this many per sender and hour (0 = never forced),
+    # one forced id per message, and one forced run per step within `reanalyze_cooldown_s`
+    reanalyze_per_hour: int = Field(default=5, ge=0)
+    reanalyze_cooldown_s: float = Field(default=60.0, ge=0)
+    # chat name (or id) → "biz:<id>" | "biz_set:<id>": with BK-JOB configured, that chat gets
+    # reports only of steps of its own business
     group_scopes: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("group_scopes")
@@ -273,6 +340,13 @@ class Settings(BaseSettings):
         v = v.strip()
         if v and not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        if v:
+            try:  # the client's own parser: a bad port or db fails here, not in a traceback later
+                parse_url(v)
+            except ValueError as exc:
+                raise ValueError(
+                    f"is not a valid Redis URL ({mask_url_credentials(str(exc))[:80]})"
+                ) from None
         return v
 
     @field_validator("redis_sentinels", mode="before")
@@ -417,10 +491,16 @@ def load_settings(config: str | None = None, **overrides: Any) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         err = exc.errors()[0]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, MissingSetting):
+            raise ConfigError(f"invalid setting {cause.name}: {cause.why}") from None
         name = _env_name(tuple(err.get("loc", ())))
         value = err.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {str(value)[:60]!r})"
+        # credentials inside an echoed URL are masked (a malformed REDIS_URL carries its password)
+        got = mask_url_credentials(str(value))[:60]
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {got!r})"
         if "secret" in name.lower() or "token" in name.lower() or "key" in name.lower():
             shown = ""
         more = f"; and {len(exc.errors()) - 1} more" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"invalid setting {name}: {err.get('msg', 'invalid')}{shown}{more}") from None
+        why = mask_url_credentials(str(err.get("msg", "invalid")))
+        raise ConfigError(f"invalid setting {name}: {why}{shown}{more}") from None

@@ -162,7 +162,7 @@ class Store:
             return None
         try:
             return json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
 
     async def set_json(self, key: str, value: Any, ttl_s: float | None = None) -> None:

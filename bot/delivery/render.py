@@ -3,21 +3,22 @@
 * `render_markdown` — WeCom markdown (AI bot stream / ``response_url`` / webhook ``markdown_v2``),
   shortened to a byte budget (UTF-8 bytes, a CJK character is 3) with an optional detail hint.
 * `render_text` — the plain-text version (WorkTool, CLI), never shortened.
-* `split_parts` — split a long message at paragraph, then line boundaries into numbered parts.
 
 Log lines are quoted exactly (``Evidence.text`` is never cut). In markdown they sit in a code fence
 longer than any backtick run they contain, so ``**``, ``<script>`` or backticks in a log line cannot
-change the formatting of the report.
+change the formatting of the report. Free text the bot did not write itself (the model's narrative,
+causes filled from log values, notes) is `defuse`d: no mention, tag, link, code span or heading.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from bot.core.markup import defuse
 from bot.core.models import (
     FAULT_SIDE_ZH,
     PHASE_STATUS_ICON,
@@ -28,6 +29,7 @@ from bot.core.models import (
     TimelineEntry,
     Window,
 )
+from bot.delivery.split import Measure, prefix_within, utf8_len
 
 HEADER_PREFIX = "【job-doctor 诊断报告】"
 MARKDOWN_MAX_BYTES = 20480  # AI bot stream content / response_url markdown (wecom-channels.md §2)
@@ -43,12 +45,6 @@ _OMITTED = "（已省略）"
 _NONE = "（暂无）"
 _ERROR_LEVELS = frozenset({"ERROR", "FATAL", "CRITICAL", "SEVERE"})
 _WARN_LEVELS = frozenset({"WARN", "WARNING"})
-
-Measure = Callable[[str], int]
-
-
-def utf8_len(s: str) -> int:
-    return len(s.encode("utf-8"))
 
 
 def report_header(report: DiagnosisReport) -> str:
@@ -259,7 +255,7 @@ def _md_evidence(n: int, ev: Evidence, details: bool) -> str:
     meta += [_inline_code(v) for v in (ev.time, ev.level, ev.logger) if v]
     line = " ".join(meta)
     if details and ev.why:
-        line += f" — {ev.why}"
+        line += f" — {defuse(ev.why)}"
     return f"{line}\n{fence(ev.text)}"
 
 
@@ -268,21 +264,21 @@ def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
     paras = [report_header(report)]
     if facts := _header_facts(report):
         paras.append("\n".join(facts))
-    paras += [f"> {_cap(n, cap)}" for n in report.notices]
+    paras += [f"> {defuse(_cap(n, cap))}" for n in report.notices]
 
-    overview = _cap(report.summary, cap) or _NONE
+    overview = defuse(_cap(report.summary, cap)) or _NONE
     if run := _run_line(report):
         overview += f"\n\n{run}"
     paras.append(f"### {SECTION_OVERVIEW}\n{overview}")
     if report.earlier_runs:
-        earlier, more = _items(report.earlier_runs, view)
+        earlier, more = _items([defuse(e) for e in report.earlier_runs], view)
         paras.append("#### 此前的执行\n" + _md_list(earlier, more, ordered=False))
 
     paras.append(
         f"### {SECTION_ROOT_CAUSE}\n"
         f"- **{_stage_label(report)}**：{_phase_name(report.stage)}\n"
         f"- **故障归属**：{FAULT_SIDE_ZH.get(report.fault_side, report.fault_side)}\n"
-        f"- **{_cause_label(report)}**：{_cap(report.root_cause, cap) or '未能确定'}"
+        f"- **{_cause_label(report)}**：{defuse(_cap(report.root_cause, cap)) or '未能确定'}"
     )
     if report.host_groups:
         paras.append(_md_hosts(report.host_groups, view))
@@ -302,27 +298,27 @@ def _markdown_paragraphs(report: DiagnosisReport, view: _View) -> list[str]:
     if report.timeline:
         paras.append(_md_timeline(report.timeline, view))
 
-    immediate, more_i = _items(report.actions.immediate, view)
-    root_fix, more_r = _items(report.actions.root_fix, view)
+    immediate, more_i = _items([defuse(a) for a in report.actions.immediate], view)
+    root_fix, more_r = _items([defuse(a) for a in report.actions.root_fix], view)
     solution = [
         f"### {SECTION_SOLUTION}\n#### 立即措施\n{_md_list(immediate, more_i)}",
         f"#### 根本解决\n{_md_list(root_fix, more_r)}",
     ]
     if view.improvements:
-        improvements, more_o = _items(report.actions.improvements, view)
+        improvements, more_o = _items([defuse(a) for a in report.actions.improvements], view)
         solution.append(f"#### 优化建议\n{_md_list(improvements, more_o)}")
     else:
         solution.append(f"#### 优化建议\n{_OMITTED if report.actions.improvements else _NONE}")
     paras += solution
 
     if view.prevention:
-        prevention, more_p = _items(report.prevention, view)
+        prevention, more_p = _items([defuse(p) for p in report.prevention], view)
         paras.append(f"### {SECTION_PREVENTION}\n{_md_list(prevention, more_p, ordered=False)}")
     else:
         paras.append(f"### {SECTION_PREVENTION}\n{_OMITTED if report.prevention else _NONE}")
 
     if report.missing_info:
-        missing, more_m = _items(report.missing_info, view)
+        missing, more_m = _items([defuse(m) for m in report.missing_info], view)
         paras.append(f"### {SECTION_MISSING}\n{_md_list(missing, more_m, ordered=False)}")
 
     footer = [_source_line(report)]
@@ -344,7 +340,7 @@ def _md_timeline(timeline: Sequence[TimelineEntry], view: _View) -> str:
         if entry.time:
             line += f" {_inline_code(_clock(entry.time, day))}"
         if view.details and entry.note:
-            line += f" {_cap(entry.note, view.text_cap)}"
+            line += f" {defuse(_cap(entry.note, view.text_cap))}"
         lines.append(line)
         if view.events == "all" or (view.events == "problems" and entry.status != "ok"):
             lines += [f"  - {_inline_code(f'{_clock(ev.time, day)} {ev.text}')}" for ev in entry.events]
@@ -379,7 +375,7 @@ def _hard_trim(text: str, budget: int, measure: Measure) -> str:
             continue
         room = budget - used - (1 if out else 0) - measure("…")
         if room > 0:
-            out.append(_prefix_within(line, room, measure) + "…")
+            out.append(prefix_within(line, room, measure) + "…")
         break
     return "\n".join(out)
 
@@ -491,170 +487,3 @@ def render_text(report: DiagnosisReport) -> str:
     footer += [f"链接：{url}" for url in report.links]
     paras.append("\n".join(footer))
     return "\n\n".join(paras)
-
-
-# --------------------------------------------------------------------------- splitting
-
-_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-
-
-def _fence_open(line: str) -> str | None:
-    m = _FENCE_OPEN.match(line)
-    if m is None or (m.group(1)[0] == "`" and "`" in line[m.end() :]):
-        return None
-    return m.group(1)
-
-
-def _fence_closes(line: str, marker: str) -> bool:
-    stripped = line.strip()
-    return (
-        len(line) - len(line.lstrip(" ")) <= 3
-        and len(stripped) >= len(marker)
-        and stripped == marker[0] * len(stripped)
-    )
-
-
-def _paragraphs(body: str) -> list[list[str]]:
-    """Lines grouped at blank lines; a blank line inside a code fence does not end a paragraph."""
-    paras: list[list[str]] = []
-    cur: list[str] = []
-    marker: str | None = None
-    for line in body.split("\n"):
-        if marker is None:
-            if not line.strip():
-                if cur:
-                    paras.append(cur)
-                    cur = []
-                continue
-            marker = _fence_open(line)
-        elif _fence_closes(line, marker):
-            marker = None
-        cur.append(line)
-    if cur:
-        paras.append(cur)
-    return paras
-
-
-def _prefix_within(s: str, room: int, measure: Measure) -> str:
-    """Longest prefix of ``s`` with ``measure <= room`` (measure must be additive per character)."""
-    lo, hi = 0, len(s)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if measure(s[:mid]) <= room:
-            lo = mid
-        else:
-            hi = mid - 1
-    return s[:lo]
-
-
-class _Packer:
-    """Greedy packing of paragraphs, then lines, then pieces of a line into chunks of ``limit``.
-
-    A chunk cut inside a code fence is closed with the fence marker and the next chunk reopens it,
-    so every part renders on its own.
-    """
-
-    def __init__(self, limit: int, measure: Measure) -> None:
-        self.limit = limit
-        self.measure = measure
-        self.chunks: list[str] = []
-        self.cur: list[str] = []
-
-    def _fits(self, lines: list[str]) -> bool:
-        return self.measure("\n".join(lines)) <= self.limit
-
-    def _flush(self, close: str | None = None, reopen: str | None = None) -> None:
-        if self.cur and self.cur != [reopen]:
-            self.chunks.append("\n".join(self.cur + ([close] if close else [])))
-        self.cur = [reopen] if reopen else []
-
-    def add_paragraph(self, para: list[str]) -> None:
-        candidate = [*self.cur, "", *para] if self.cur else list(para)
-        if self._fits(candidate):
-            self.cur = candidate
-            return
-        self._flush()
-        if self._fits(para):
-            self.cur = list(para)
-        else:
-            self._add_lines(para)
-
-    def _add_lines(self, lines: list[str]) -> None:
-        marker: str | None = None  # open fence marker and its opening line, for reopening
-        opener: str | None = None
-        for line in lines:
-            if marker is None:
-                next_marker = _fence_open(line)
-                next_opener = line if next_marker else None
-            elif _fence_closes(line, marker):
-                next_marker = next_opener = None
-            else:
-                next_marker, next_opener = marker, opener
-            tail = [next_marker] if next_marker else []
-            if not self._fits([*self.cur, line, *tail]):
-                self._flush(marker, opener)
-                if not self._fits([*self.cur, line, *tail]):
-                    self._hard_split(line, tail, marker, opener)
-                    marker, opener = next_marker, next_opener
-                    continue
-            self.cur.append(line)
-            marker, opener = next_marker, next_opener
-
-    def _hard_split(self, line: str, tail: list[str], marker: str | None, opener: str | None) -> None:
-        # last resort: one line longer than a whole part; prefer a space near the end of the window
-        while line:
-            room = self.limit - self.measure("\n".join([*self.cur, "", *tail]))
-            piece = _prefix_within(line, room, self.measure)
-            if not piece:
-                raise ValueError(f"limit {self.limit} is too small to hold any text")
-            if len(piece) < len(line):
-                space = piece.rfind(" ")
-                if space > len(piece) // 2:
-                    piece = piece[: space + 1]
-            self.cur.append(piece)
-            line = line[len(piece) :]
-            if line:
-                self._flush(marker, opener)
-
-    def finish(self) -> list[str]:
-        self._flush()
-        return self.chunks
-
-
-def _numbered(header: str, i: int, n: int) -> str:
-    return f"{header} ({i}/{n})" if header else f"({i}/{n})"
-
-
-def split_parts(text: str, max_chars: int, header: str = "", *, measure: Measure = len) -> list[str]:
-    """Split ``text`` into parts of at most ``max_chars`` (as counted by ``measure``).
-
-    Splits at paragraph boundaries, then at line boundaries; a single over-long line is cut only
-    as a last resort. With more than one part each starts with ``header (i/n)`` (or ``(i/n)`` when
-    there is no header); a single part is the text itself, starting with ``header``. When ``text``
-    already starts with the header line it is not repeated. Pass ``measure=utf8_len`` for byte limits.
-    """
-    body = whole = text
-    if header:
-        first, _, rest = text.partition("\n")
-        if first == header:
-            body = rest.lstrip("\n")
-        else:
-            whole = f"{header}\n{text}" if text else header
-    if measure(whole) <= max_chars:
-        return [whole]
-    digits = 1
-    while True:
-        widest = 10**digits - 1
-        packer = _Packer(max_chars - measure(_numbered(header, widest, widest) + "\n"), measure)
-        if packer.limit <= 0:
-            raise ValueError(f"max_chars={max_chars} cannot hold the part header")
-        for para in _paragraphs(body):
-            packer.add_paragraph(para)
-        chunks = packer.finish()
-        if len(chunks) <= widest:
-            break
-        digits += 1
-    if len(chunks) == 1:  # blank-line runs collapsed, so the body now fits in one part
-        return [f"{header}\n{chunks[0]}" if header else chunks[0]]
-    n = len(chunks)
-    return [f"{_numbered(header, i, n)}\n{chunk}" for i, chunk in enumerate(chunks, 1)]

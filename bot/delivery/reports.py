@@ -14,6 +14,12 @@ from bot.core.models import DiagnosisReport, IncomingMessage
 from bot.core.store import Store
 
 RETENTION_S = 7 * 86400.0
+# Feedback is bounded: a note (`不准确 <note>` accepted 200 KB) is cut, each report keeps its latest
+# entries, and feedback and the disputed index expire.
+FEEDBACK_NOTE_MAX_CHARS = 1000
+FEEDBACK_PER_REPORT = 50
+FEEDBACK_RETENTION_S = 90 * 86400.0
+DISPUTED_MAX = 1000
 
 
 @dataclass(frozen=True)
@@ -92,22 +98,38 @@ class ReportStore:
     # ---- feedback
 
     async def add_feedback(self, request_key: str, msg: IncomingMessage, verdict: str, note: str) -> None:
+        now = time.time()
         entry = {
             "verdict": verdict,
-            "note": note,
-            "by": msg.sender_name or msg.sender_id,
-            "chat": msg.chat_id,
-            "at": time.time(),
+            "note": note[:FEEDBACK_NOTE_MAX_CHARS],
+            "by": (msg.sender_name or msg.sender_id)[:200],
+            "chat": msg.chat_id[:200],
+            "at": now,
         }
-        await self.store.redis.rpush(
-            self.store.key("feedback", request_key), json.dumps(entry, ensure_ascii=False)
-        )
+        key = self.store.key("feedback", request_key)
+        keep_ms = int(FEEDBACK_RETENTION_S * 1000)
+        # Not a transaction: the feedback list and the disputed index live in different cluster
+        # slots, and each command is safe on its own (a lost trim or expiry is redone next time).
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(entry, ensure_ascii=False))
+        pipe.ltrim(key, -FEEDBACK_PER_REPORT, -1)
+        pipe.pexpire(key, keep_ms)
         if verdict == "down":
-            await self.store.redis.sadd(self.store.key("disputed"), request_key)
+            disputed = self.store.key("disputed", "at")
+            pipe.zadd(disputed, {request_key: now})
+            pipe.zremrangebyscore(disputed, "-inf", now - FEEDBACK_RETENTION_S)
+            pipe.zremrangebyrank(disputed, 0, -DISPUTED_MAX - 1)
+            pipe.pexpire(disputed, keep_ms)
+            pipe.pexpire(self.store.key("disputed"), keep_ms)  # the older unbounded set ages out too
+        await pipe.execute()
 
     async def feedback(self, request_key: str) -> list[dict[str, Any]]:
         raw = await self.store.redis.lrange(self.store.key("feedback", request_key), 0, -1)
         return [json.loads(r) for r in raw]
 
     async def disputed(self) -> list[str]:
-        return sorted(str(k) for k in await self.store.redis.smembers(self.store.key("disputed")))
+        """Reports disputed (👎) within the feedback retention, plus any in the older unbounded set."""
+        since = time.time() - FEEDBACK_RETENTION_S
+        recent = await self.store.redis.zrangebyscore(self.store.key("disputed", "at"), since, "+inf")
+        legacy = await self.store.redis.smembers(self.store.key("disputed"))
+        return sorted({str(k) for k in recent} | {str(k) for k in legacy})

@@ -114,7 +114,9 @@ class Collector:
         result: SearchResult = await self.bklog.search(query, start, end)
         entry.hits = len(result.docs)
         out.truncated = out.truncated or result.truncated
-        added = self._merge(seen, parse_documents(result.docs, self.templates.layout))
+        # Up to page_size × max_pages documents: parsed in a worker thread, not on the event loop.
+        records = await asyncio.to_thread(parse_documents, result.docs, self.templates.layout)
+        added = self._merge(seen, records)
         entry.new_lines = len(added)
         log.info("bklog_query", name=name, hits=entry.hits, new=entry.new_lines)
         return added

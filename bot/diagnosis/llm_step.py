@@ -3,14 +3,16 @@ candidate, bounded read-only tools, verified quotes; falls back to the rules (ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
 
-from bot.clients.bklog import BkLogClient
+from bot.clients.bklog import BkLogClient, quote_phrase
 from bot.clients.gateway import GatewayError
 from bot.clients.gse import GseClient
 from bot.core.metrics import Metrics
@@ -39,6 +41,7 @@ FALLBACK_NOTICE = {
 # The chat whose token budget an analysis spends. The model step's signature carries no chat (the
 # analyzer is chat-agnostic), so the caller that knows the job scopes it around `analyze`.
 _BUDGET_CHAT: ContextVar[str] = ContextVar("job_doctor_llm_budget_chat", default="global")
+_BUDGET_USER: ContextVar[str] = ContextVar("job_doctor_llm_budget_user", default="")
 
 
 def budget_key_of(job: AnalysisJob) -> str:
@@ -49,35 +52,103 @@ def budget_key_of(job: AnalysisJob) -> str:
     return f"{target.channel}:{target.chat_id}"
 
 
+def budget_user_of(job: AnalysisJob) -> str:
+    """The sender whose daily budget a job spends: its first requester ("" without one)."""
+    if not job.requesters:
+        return ""
+    first = job.requesters[0]
+    return f"{first.target.channel}:{first.sender_key or first.sender_id}"
+
+
 @contextmanager
-def budget_scope(chat_key: str) -> Iterator[None]:
-    """Model calls made inside (in this task) are charged to `chat_key`'s daily budget."""
+def budget_scope(chat_key: str, user_key: str = "") -> Iterator[None]:
+    """Model calls made inside (in this task) are charged to `chat_key`'s (and `user_key`'s) budget."""
     token = _BUDGET_CHAT.set(chat_key or "global")
+    user_token = _BUDGET_USER.set(user_key)
     try:
         yield
     finally:
+        _BUDGET_USER.reset(user_token)
         _BUDGET_CHAT.reset(token)
 
 
+MAX_TOOL_SEARCHES = 4  # per analysis, whatever the model asks
+TOOL_QUERY_MAX_CHARS = 200
+TOOL_QUERY_MAX_TERMS = 6
+TOOL_WINDOW_PAD = timedelta(minutes=10)
+_TERM_RE = re.compile(r'"([^"]{1,100})"|(\S{1,100})')
+
+
+@dataclass(frozen=True)
+class ToolScope:
+    """What a model search may reach: the step's own time span and its ids, nothing else."""
+
+    window: tuple[datetime, datetime]
+    ids: tuple[str, ...]  # the step id, its job instance, the traceIds of the chain
+
+    @classmethod
+    def of(cls, collected: Collected) -> ToolScope | None:
+        if collected.window is None:
+            return None
+        ids = [str(v) for v in (collected.step_instance_id, collected.task_instance_id) if v]
+        ids += collected.trace_ids[:10]
+        times = [r.time for r in collected.records if r.time is not None]
+        start, end = collected.window
+        if times:  # the run's own span (naive engine times, as the BkLog client reads them)
+            low, high = min(times) - TOOL_WINDOW_PAD, max(times) + TOOL_WINDOW_PAD
+            if start.tzinfo is not None:
+                low, high = low.replace(tzinfo=start.tzinfo), high.replace(tzinfo=start.tzinfo)
+            start, end = max(start, low), min(end, high)
+            if end <= start:
+                start, end = collected.window
+        return cls((start, end), tuple(dict.fromkeys(ids))) if ids else None
+
+    def query(self, model_query: str) -> str | None:
+        """The model's words as literal phrases, ANDed with the step's ids; None when nothing is left.
+
+        The model never writes Lucene: an injected `*) OR (*` is a phrase like any other.
+        """
+        terms = []
+        for m in _TERM_RE.finditer(model_query[:TOOL_QUERY_MAX_CHARS]):
+            word = (m.group(1) or m.group(2) or "").strip()
+            if word:
+                terms.append(quote_phrase(word))
+            if len(terms) == TOOL_QUERY_MAX_TERMS:
+                break
+        if not terms:
+            return None
+        ids = " OR ".join(quote_phrase(i) for i in self.ids)
+        return f"({' AND '.join(terms)}) AND ({ids})"
+
+
 class PipelineTools:
-    """Read-only look-ups for the model: BkLog search in the analysis window (capped), agent state."""
+    """Read-only look-ups for the model: BkLog search restricted to the step (its time span and ids,
+    at most `MAX_TOOL_SEARCHES` small searches), and agent state."""
 
     def __init__(
         self,
         *,
         bklog: BkLogClient | None,
         gse: GseClient | None,
-        window: tuple[datetime, datetime] | None,
+        window: tuple[datetime, datetime] | None = None,
+        scope: ToolScope | None = None,
     ) -> None:
         self.bklog, self.gse, self.window = bklog, gse, window
+        self.scope = scope
+        self.searches = 0
 
     async def search_logs(self, query: str, limit: int) -> Sequence[str]:
-        if self.bklog is None or self.window is None:
+        if self.bklog is None or self.scope is None:
             return []
+        if self.searches >= MAX_TOOL_SEARCHES:
+            return [f"（本次分析的检索次数已达上限 {MAX_TOOL_SEARCHES} 次）"]
+        scoped = self.scope.query(query)
+        if scoped is None:
+            return []
+        self.searches += 1
+        start, end = self.scope.window
         try:
-            res = await self.bklog.search(
-                query, self.window[0], self.window[1], size_cap=max(1, min(limit, 50))
-            )
+            res = await self.bklog.search(scoped, start, end, size_cap=max(1, min(limit, 50)))
         except GatewayError as exc:
             return [f"(BkLog 查询失败：{exc.zh})"]
         return [str(d.get(self.bklog.layout.log_field, "")) for d in res.docs]
@@ -125,7 +196,7 @@ def make_model_step(
     async def step(
         candidate: DiagnosisReport, cond: Condensed, collected: Collected
     ) -> DiagnosisReport | None:
-        tools = PipelineTools(bklog=bklog, gse=gse, window=collected.window)
+        tools = PipelineTools(bklog=bklog, gse=gse, window=collected.window, scope=ToolScope.of(collected))
         result = await llm_diagnose(
             client,
             prompts,
@@ -143,6 +214,7 @@ def make_model_step(
             prompt_max_chars=cfg.prompt_max_chars,
             budget=budget,
             budget_key=_BUDGET_CHAT.get(),
+            budget_user=_BUDGET_USER.get(),
         )
         log.info("model_step", outcome=result.outcome, calls=result.calls, tokens=result.tokens)
         if result.report is not None:
@@ -164,7 +236,7 @@ class JobAnalyzer:
         self.scrubber = scrubber
 
     async def __call__(self, job: AnalysisJob) -> DiagnosisReport:
-        with budget_scope(budget_key_of(job)):
+        with budget_scope(budget_key_of(job), budget_user_of(job)):
             report = await self.analyzer.analyze_job(job)
         # Rule timeline notes and events and evidence quote raw log lines too, with or without a model;
         # delivery masks what goes to chats on top.

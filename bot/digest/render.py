@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from bot.core.models import STAGE_ZH
-from bot.delivery.render import split_parts, utf8_len
+from bot.delivery.split import split_parts, utf8_len
 from bot.digest.models import BizTotal, Digest, DigestGroup, TrendDay, short_side
 
 TEXT_TITLE = "【job-doctor 失败日报】"

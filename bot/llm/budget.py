@@ -36,6 +36,7 @@ class TokenBudget:
         prefix: str,
         daily_limit: int,
         chat_daily_limit: int,
+        user_daily_limit: int = 0,
         time_zone: str = "Asia/Shanghai",
         now: Callable[[], datetime] | None = None,
     ) -> None:
@@ -43,13 +44,22 @@ class TokenBudget:
         self._prefix = prefix
         self._limit = max(0, daily_limit)
         self._chat_limit = max(0, chat_daily_limit)
+        # per real sender (console: per browser session), whatever chat they use: one person
+        # cannot spend the bot's budget through private chats or new console names
+        self._user_limit = max(0, user_daily_limit)
         self._tz = ZoneInfo(time_zone)
         self._now = now or (lambda: datetime.now(self._tz))
 
     def _keys(self, chat_key: str) -> tuple[str, str]:
-        day = self._now().astimezone(self._tz).strftime("%Y%m%d")
-        base = f"{self._prefix}llm:tokens:{day}"
+        base = self._base()
         return base, f"{base}:chat:{chat_key}"
+
+    def _base(self) -> str:
+        day = self._now().astimezone(self._tz).strftime("%Y%m%d")
+        return f"{self._prefix}llm:tokens:{day}"
+
+    def _user_key(self, user_key: str) -> str:
+        return f"{self._base()}:user:{user_key}"
 
     async def used(self, chat_key: str) -> tuple[int, int]:
         """Tokens spent today: (whole bot, this chat)."""
@@ -58,8 +68,12 @@ class TokenBudget:
         chat = await self._redis.get(chat_key_)
         return int(total or 0), int(chat or 0)
 
-    async def check(self, chat_key: str) -> bool:
-        """True while both budgets have room left."""
+    async def check(self, chat_key: str, user_key: str = "") -> bool:
+        """True while every budget (bot, chat, and the sender's when `user_key` is given) has room."""
+        if user_key and self._user_limit:
+            spent = int(await self._redis.get(self._user_key(user_key)) or 0)
+            if spent >= self._user_limit:
+                return False
         if not self._limit and not self._chat_limit:
             return True
         total, chat = await self.used(chat_key)
@@ -67,9 +81,10 @@ class TokenBudget:
             return False
         return not (self._chat_limit and chat >= self._chat_limit)
 
-    async def add(self, chat_key: str, tokens: int) -> None:
+    async def add(self, chat_key: str, tokens: int, user_key: str = "") -> None:
         if tokens <= 0:
             return
         total_key, chat_key_ = self._keys(chat_key)
-        for key in (total_key, chat_key_):
+        keys = [total_key, chat_key_, *([self._user_key(user_key)] if user_key else [])]
+        for key in keys:  # one key per script: the keys may live in different cluster slots
             await self._redis.eval(_CHARGE, 1, key, tokens, _TTL_S)

@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
+from bot.core.markup import defuse, defuse_mentions
 from bot.core.models import FAULT_SIDE_ZH, STAGE_ZH, Actions, DiagnosisReport
 from bot.llm.budget import BUDGET_NOTICE, TokenBudget
 from bot.llm.client import (
@@ -119,13 +120,14 @@ async def llm_diagnose(
     prompt_max_chars: int = 24000,
     budget: TokenBudget | None = None,
     budget_key: str = "",
+    budget_user: str = "",
     tool_result_max_chars: int = 4000,
     tool_timeout_s: float = 10.0,
 ) -> LlmResult:
     """Ask the model for the diagnosis; `report` is None when the caller must use `candidate`."""
     if budget is not None:
         try:
-            allowed = await budget.check(budget_key)
+            allowed = await budget.check(budget_key, budget_user)
         except Exception:  # advisory: an unreachable Redis must not cost the user the model's report
             log.warning("llm_budget_check_failed", exc_info=True)
             allowed = True
@@ -166,7 +168,7 @@ async def llm_diagnose(
     calls, tokens = run.usage.calls, run.usage.total_tokens
     if budget is not None and tokens:
         try:
-            await budget.add(budget_key, tokens)
+            await budget.add(budget_key, tokens, budget_user)
         except Exception:  # the budget is advisory; never lose a report over it
             log.warning("llm_budget_add_failed", exc_info=True)
 
@@ -294,7 +296,7 @@ async def _run_tool(run: _Run, call: ToolCall) -> str:
         return "工具不可用。"
     try:
         args = json.loads(call.arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return "工具参数不是合法的 JSON。"
     if not isinstance(args, dict):
         return "工具参数必须是 JSON 对象。"
@@ -427,21 +429,23 @@ def merge_report(candidate: DiagnosisReport, model: ModelReport, verified: Verif
         if side == "unknown":
             side = candidate.fault_side
 
-    missing = list(model.missing_info)
+    # The model's words reach plain-text chats too: none of them may @-mention anyone.
+    plain = defuse_mentions
+    missing = [plain(m) for m in model.missing_info]
     missing += [m for m in candidate.missing_info if m not in missing]
     return candidate.model_copy(
         update={
-            "summary": model.summary,
+            "summary": plain(model.summary),
             "stage": stage,
             "fault_side": side,
-            "root_cause": model.root_cause,
-            "evidence": evidence,
+            "root_cause": plain(model.root_cause),
+            "evidence": [e.model_copy(update={"why": plain(e.why)}) for e in evidence],
             "actions": Actions(
-                immediate=model.actions.immediate,
-                root_fix=model.actions.root_fix,
-                improvements=model.actions.improvements,
+                immediate=[plain(a) for a in model.actions.immediate],
+                root_fix=[plain(a) for a in model.actions.root_fix],
+                improvements=[plain(a) for a in model.actions.improvements],
             ),
-            "prevention": model.prevention,
+            "prevention": [plain(p) for p in model.prevention],
             "missing_info": missing,
             "confidence": round(confidence, 3),
             "source": "llm",
@@ -464,6 +468,7 @@ async def answer_question(
     scrubber: Scrubber | None = None,
     budget: TokenBudget | None = None,
     budget_key: str = "",
+    budget_user: str = "",
 ) -> str | None:
     """A private-chat answer grounded in `knowledge`; None means: fall back (no model answer).
 
@@ -477,7 +482,7 @@ async def answer_question(
     if budget is None:
         return await _one_text_call(client, scrub, messages, deadline_s, "qa")
     try:
-        if not await budget.check(budget_key):
+        if not await budget.check(budget_key, budget_user):
             log.info("llm_qa_budget_exhausted")
             return None
     except Exception:  # advisory, as for diagnoses
@@ -487,7 +492,7 @@ async def answer_question(
         return await _one_text_call(client, scrub, messages, deadline_s, "qa", usage=usage)
     finally:
         try:
-            await budget.add(budget_key, usage.total_tokens)
+            await budget.add(budget_key, usage.total_tokens, budget_user)
         except Exception:
             log.warning("llm_budget_add_failed", exc_info=True)
 
@@ -502,7 +507,9 @@ class QuestionModel:
     deadline_s: float
     budget: TokenBudget | None = None
 
-    async def __call__(self, question: str, knowledge: str, *, budget_key: str) -> str | None:
+    async def __call__(
+        self, question: str, knowledge: str, *, budget_key: str, budget_user: str = ""
+    ) -> str | None:
         return await answer_question(
             self.client,
             self.prompts,
@@ -512,6 +519,7 @@ class QuestionModel:
             scrubber=self.scrubber,
             budget=self.budget,
             budget_key=budget_key,
+            budget_user=budget_user,
         )
 
 
@@ -565,4 +573,4 @@ async def _one_text_call(
         text = text.strip("`").strip()
     if not text or not has_cjk(text):
         return None
-    return text
+    return defuse(text)  # goes into chat markdown: no mention, link, tag or code of the model's own

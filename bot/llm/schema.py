@@ -176,7 +176,7 @@ def extract_json(text: str) -> Any:
             continue
         try:
             return json.loads(cand)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     raise ReportInvalid("输出不是合法的 JSON 对象")
 

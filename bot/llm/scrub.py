@@ -21,7 +21,8 @@ _KEYS = (
     r"encoding_?aes_?key|aes_?key|private_?key|credential|authorization|x-bkapi-authorization"
 )
 # \"key\":\"value\" (one or more backslashes before each quote)
-_ESCAPED_JSON = re.compile(rf'(?i)(\\+"(?:{_KEYS})s?\\+"\s*:\s*\\+")(.*?)(\\+")')
+# (starts only at the first backslash of a run: a run of N backslashes is otherwise tried N times)
+_ESCAPED_JSON = re.compile(rf'(?i)((?<!\\)\\+"(?:{_KEYS})s?\\+"\s*:\s*\\+")(.*?)(\\+")')
 _MAX_PASSES = 4
 
 

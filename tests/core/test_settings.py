@@ -108,3 +108,11 @@ def test_example_toml_documents_every_setting() -> None:
     text = data_file("config", "job-doctor.example.toml").read_text(encoding="utf-8")
     missing = [p for p in walk(Settings, "") if not present(p) and f"# {p.split('.')[-1]} =" not in text]
     assert missing == []
+
+
+def test_a_malformed_redis_url_is_one_line_without_its_password() -> None:
+    for url in ("http://admin:S3cret-pw@10.0.0.5:6379/0", "redis://:S3cret-pw@10.0.0.5:notaport/0"):
+        with pytest.raises(ConfigError) as err:
+            load_settings(redis_url=url)
+        text = str(err.value)
+        assert "JOB_DOCTOR_REDIS_URL" in text and "S3cret-pw" not in text and "\n" not in text

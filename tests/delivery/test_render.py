@@ -23,9 +23,8 @@ from bot.delivery.render import (
     render_markdown,
     render_text,
     report_header,
-    split_parts,
-    utf8_len,
 )
+from bot.delivery.split import split_parts, utf8_len
 
 HINT = "完整报告：发送 `详情 20000123`"
 NASTY = "Execute script failed, output: **not bold** <script>alert(1)</script> `rm -rf /` ```js x``` ~~~ end"

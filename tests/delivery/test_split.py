@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.delivery.render import fence, split_parts, utf8_len
+from bot.delivery.render import fence
+from bot.delivery.split import split_parts, utf8_len
 
 HEADER = "【job-doctor 诊断报告】stepInstanceId=42"
 

@@ -359,3 +359,32 @@ def test_inherit_respects_levels_and_conflicts() -> None:
     assert x.RecordIds(task=J + 1, step=S).inherit(ctx).execute_count is None
     assert x.RecordIds(gse_task=G).inherit(ctx).step == S
     assert x.RecordIds(gse_task=G + 1).inherit(ctx).step is None
+
+
+# --------------------------------------------------------------------------- crafted lines
+
+
+@pytest.mark.parametrize(
+    ("marker", "parse"),
+    [
+        ("Finish gse task, task:", x.parse_gse_finish),
+        ("Callback using json body failed", x.parse_callback),
+    ],
+)
+def test_repeated_markers_cost_linear_time(marker: str, parse: object) -> None:
+    """Both were `marker.*?fields` regexes: 2.3 s / 0.7 s on 64 KB of repeated markers."""
+    import time
+
+    assert callable(parse)
+    line = marker * (128 * 1024 // len(marker))
+    start = time.perf_counter()
+    assert parse(line) is None
+    assert time.perf_counter() - start < 0.5
+    # the fields after the first marker are still found, as before
+    assert parse(line + ", executeResult:3, TaskInstanceId=7, statusCode=500") is not None
+
+
+def test_finish_line_fields_unchanged() -> None:
+    fin = x.parse_gse_finish("[x] Finish gse task, task:Job:1-GseTask:2:3:0, executeResult:-1 more")
+    assert fin is not None and fin.task == "Job:1-GseTask:2:3:0" and fin.execute_result == -1
+    assert x.parse_gse_finish("Finish gse task, task:a\n, executeResult:1") is None  # one line only

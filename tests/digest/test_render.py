@@ -6,7 +6,7 @@ import struct
 import zlib
 from datetime import datetime, timedelta
 
-from bot.delivery.render import utf8_len
+from bot.delivery.split import utf8_len
 from bot.digest.build import BizTotal, Digest, DigestExample, DigestGroup, TrendDay
 from bot.digest.render import (
     BAR,

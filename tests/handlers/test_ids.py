@@ -403,3 +403,22 @@ def test_result_helpers() -> None:
     result = extract_ids(f"{STEP} {TRACE} https://job.example.com/api_execute/{TASK}", max_ids=5)
     assert isinstance(result, ExtractedIds)
     assert [len(result.steps), len(result.requests), len(result.task_only)] == [1, 1, 1]
+
+
+# --------------------------------------------------------------------------- crafted input
+
+
+def test_crafted_repetitions_stay_linear() -> None:
+    """`what is ` * N was quadratic (3.9 s at 64 KB); every input now costs time in proportion."""
+    import time
+
+    for unit in ("what is ", "what does x ", "stepInstanceId=", "1 ", "https://a/", "%", "步骤ID："):
+        text = unit * (64 * 1024 // len(unit))
+        start = time.perf_counter()
+        extract_ids(text, max_ids=3)
+        assert time.perf_counter() - start < 1.0, unit
+
+
+def test_what_does_mean_still_marks_a_code_question() -> None:
+    assert extract_ids("what does 310 mean", max_ids=3).refs == []
+    assert extract_ids("what does 123456 mean", max_ids=3).refs == []

@@ -117,7 +117,9 @@ class GroundedModel:
         self.reply = reply
         self.questions: list[str] = []
 
-    async def __call__(self, question: str, knowledge: str, *, budget_key: str) -> str | None:
+    async def __call__(
+        self, question: str, knowledge: str, *, budget_key: str, budget_user: str = ""
+    ) -> str | None:
         self.questions.append(question)
         if not self.reply:
             return None  # timed out, budget spent

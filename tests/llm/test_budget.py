@@ -105,3 +105,21 @@ async def test_exhausted_budget_skips_the_model(
         assert len(fake.requests) == 1
     finally:
         await r.aclose()
+
+
+async def test_one_sender_cannot_spend_more_than_their_own_budget_across_chats(
+    redis_client: aioredis.Redis, prefix: str
+) -> None:
+    """Each private chat (each console name) had its own chat budget: one person could spend the bot's."""
+    budget = TokenBudget(
+        redis_client, prefix=prefix, daily_limit=10_000, chat_daily_limit=300, user_daily_limit=500
+    )
+    try:
+        for chat in ("private:张三", "console-private:甲", "console-private:乙"):
+            if await budget.check(chat, "console:session:abc"):
+                await budget.add(chat, 299, "console:session:abc")
+        assert not await budget.check("console-private:丙", "console:session:abc")  # 598 ≥ 500
+        assert await budget.check("console-private:丙", "console:session:other")
+        assert (await budget.used("x"))[0] == 598  # the bot's budget kept the rest
+    finally:
+        await cleanup(redis_client, prefix)

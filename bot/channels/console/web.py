@@ -56,6 +56,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_TEXT_CHARS = 4000
 MAX_NAME_CHARS = 32
 COOKIE = "jd_console"
+SESSION_COOKIE = "jd_session"  # who a page really is: display names are typed in, so free to change
+_SESSION_RE = re.compile(r"[0-9a-f]{32}")
 _COOKIE_SALT = b"job-doctor console session v1"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 _ASSETS = {
@@ -102,7 +104,16 @@ def fingerprint(chat_id: str, sender: str, text: str, client_id: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def to_incoming(mode: str, user: str, raw_text: str, client_id: str) -> IncomingMessage:
+def session_of(request: web.Request) -> str:
+    """The browser session (cookie set by the page), else the peer address: rate limits and
+    budgets count per session, so a new display name is not a new sender."""
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    if _SESSION_RE.fullmatch(sid):
+        return f"session:{sid}"
+    return f"peer:{request.remote or 'unknown'}"
+
+
+def to_incoming(mode: str, user: str, raw_text: str, client_id: str, session: str = "") -> IncomingMessage:
     chat_id, chat_name, is_group = chat_of(mode, user)
     text, mentioned = normalize_text(raw_text)
     return IncomingMessage(
@@ -115,6 +126,7 @@ def to_incoming(mode: str, user: str, raw_text: str, client_id: str) -> Incoming
         text=text,
         mentioned=mentioned or not is_group,
         raw_id=client_id,
+        sender_key=session,
     )
 
 
@@ -317,12 +329,14 @@ class ConsoleWeb:
         reports: ReportStore,
         dedup_window_s: float,
         samples: Sequence[object] = (),
+        max_text_chars: int = MAX_TEXT_CHARS,
     ) -> None:
         self.hub = hub
         self.access = access
         self.ingress = ingress
         self.reports = reports
         self.dedup_window_s = dedup_window_s
+        self.max_text_chars = max_text_chars
         self.samples = [s for s in (_sample(i) for i in samples) if s is not None]
 
     @property
@@ -350,6 +364,10 @@ class ConsoleWeb:
     async def page_view(self, request: web.Request) -> web.StreamResponse:
         resp = web.Response(body=_asset("index.html"), content_type="text/html", charset="utf-8")
         _security_headers(resp)
+        if not _SESSION_RE.fullmatch(request.cookies.get(SESSION_COOKIE, "")):
+            resp.set_cookie(
+                SESSION_COOKIE, uuid.uuid4().hex, path="/console", httponly=True, samesite="Strict"
+            )
         if self.access.token is not None and self.access.token_ok(request):
             # Lets the page's own script and stylesheet load without repeating the token.
             resp.set_cookie(
@@ -396,12 +414,13 @@ class ConsoleWeb:
         await ws.prepare(request)
         user = clean_name(request.query.get("user"))
         mode = "private" if request.query.get("mode") == "private" else "group"
+        session = session_of(request)
         sub = hub.subscribe(ws, chat_of(mode, user)[0])
         writer = asyncio.create_task(hub.writer(sub), name="console-ws-writer")
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    await self._on_frame(sub, msg.data)
+                    await self._on_frame(sub, msg.data, session)
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
@@ -412,10 +431,10 @@ class ConsoleWeb:
             await ws.close()
         return ws
 
-    async def _on_frame(self, sub: Subscriber, data: str) -> None:
+    async def _on_frame(self, sub: Subscriber, data: str, session: str = "") -> None:
         try:
             frame = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.hub.send_to(sub, {"type": "error", "text": texts.CONSOLE_UNPARSABLE})
             return
         if not isinstance(frame, dict):
@@ -428,23 +447,27 @@ class ConsoleWeb:
         elif kind == "join":
             self.hub.move(sub, chat_of(mode, user)[0])
         elif kind == "message":
-            await self._on_message(sub, frame, mode, user)
+            await self._on_message(sub, frame, mode, user, session)
 
     def _ack(self, sub: Subscriber, client_id: str, accepted: bool, reason: str = "") -> None:
         self.hub.send_to(sub, {"type": "ack", "client_id": client_id, "accepted": accepted, "reason": reason})
 
-    async def _on_message(self, sub: Subscriber, frame: dict[str, Any], mode: str, user: str) -> None:
+    async def _on_message(
+        self, sub: Subscriber, frame: dict[str, Any], mode: str, user: str, session: str = ""
+    ) -> None:
         hub = self.hub
         raw = frame.get("text")
         client_id = str(frame.get("id") or "")[:64] or uuid.uuid4().hex
         if not isinstance(raw, str) or not raw.strip():
             self._ack(sub, client_id, False, "empty")
             return
-        if len(raw) > MAX_TEXT_CHARS:
+        if len(raw) > self.max_text_chars:
             self._ack(sub, client_id, False, "too_long")
-            hub.send_to(sub, {"type": "error", "text": texts.CONSOLE_TOO_LONG.format(limit=MAX_TEXT_CHARS)})
+            hub.send_to(
+                sub, {"type": "error", "text": texts.CONSOLE_TOO_LONG.format(limit=self.max_text_chars)}
+            )
             return
-        msg = to_incoming(mode, user, raw, client_id)
+        msg = to_incoming(mode, user, raw, client_id, session)
         if sub.chat_id != msg.chat_id:
             hub.move(sub, msg.chat_id)
         if hub.has_client_message(msg.chat_id, client_id):

@@ -31,7 +31,8 @@ import structlog
 from bot.core.models import ChatTarget, IncomingMessage, Reply
 from bot.core.store import Store
 from bot.delivery.port import Part, SendError, SendUnknown
-from bot.delivery.render import HEADER_PREFIX, MARKDOWN_MAX_BYTES, utf8_len
+from bot.delivery.render import HEADER_PREFIX, MARKDOWN_MAX_BYTES
+from bot.delivery.split import utf8_len
 from handlers import texts
 
 log = structlog.get_logger(__name__)

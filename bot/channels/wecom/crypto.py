@@ -138,7 +138,7 @@ class WeComCrypto:
         """Verify and decrypt a callback body ``{"encrypt": "<base64>"}``; returns the plaintext JSON."""
         try:
             data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise WeComCryptoError("callback body is not JSON") from None
         encrypted = data.get("encrypt") if isinstance(data, dict) else None
         if not isinstance(encrypted, str) or not encrypted:

@@ -128,7 +128,7 @@ class AibotHttpHandler:
             raise _Rejected(400, "missing_params")
         try:
             envelope = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deeply
             raise _Rejected(400, "not_json") from None
         encrypted = envelope.get("encrypt") if isinstance(envelope, dict) else None
         if not isinstance(encrypted, str) or not encrypted:
@@ -148,7 +148,7 @@ class AibotHttpHandler:
         try:
             plain = self.crypto.decrypt(encrypted)
             data = json.loads(plain)
-        except (WeComCryptoError, ValueError):
+        except (WeComCryptoError, ValueError, RecursionError):
             raise _Rejected(400, "undecryptable") from None
         if not isinstance(data, dict):
             raise _Rejected(400, "undecryptable")

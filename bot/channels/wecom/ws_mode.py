@@ -306,7 +306,7 @@ class AibotWsClient:
                     continue
                 try:
                     frame = json.loads(msg.data)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if isinstance(frame, dict):
                     await self._on_frame(conn, frame)

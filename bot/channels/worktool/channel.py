@@ -1,7 +1,8 @@
 """WorkTool as a channel, both directions: the callback route (ack fast, durable first) and sending.
 
 `POST /worktool/callback?token=…`: the token is compared in constant time (403 otherwise, nothing
-processed); the body is parsed (JSON, form, multipart), turned into one IncomingMessage and
+processed); the body is parsed (JSON, form, multipart; an unreadable, oversized or too deeply nested
+body is a 400/413 with an empty message), turned into one IncomingMessage and
 written with its dedup key into the Redis inbox in one step, and only then answered
 `{"code": 0, ...}` — well inside WorkTool's 3 s. Replies never ride in the callback response.
 """
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from bot.channels.base import Ingress, IngressUnavailable, Loop
 from bot.channels.worktool.parse import (
+    BodyTooLarge,
     CallbackBodyError,
     Ignored,
     dedup_fingerprint,
@@ -26,7 +28,8 @@ from bot.channels.worktool.sender import HistoryUnavailable, WorkToolSender
 from bot.core.models import Reply
 from bot.core.settings import Settings
 from bot.delivery.port import Part, SendError
-from bot.delivery.render import HEADER_PREFIX, split_parts
+from bot.delivery.render import HEADER_PREFIX
+from bot.delivery.split import split_parts
 
 log = structlog.get_logger(__name__)
 
@@ -88,12 +91,18 @@ class WorkToolChannel:
         try:
             payload = await parse_request(request, max_bytes=settings.http.max_body_bytes)
         except CallbackBodyError as exc:
-            # Answer 200/code 0 so WorkTool never posts an error text into the chat; log the reason.
+            # A 4xx (never a 5xx) with an empty `message`: nothing WorkTool could post into a chat.
             self.ingress.reject(self.name, type(exc).__name__)
             log.warning("worktool_bad_callback", reason=type(exc).__name__)
-            return web.json_response(ACK)
+            status = 413 if isinstance(exc, BodyTooLarge) else 400
+            return web.json_response({"code": status, "message": ""}, status=status)
         robot_id = settings.worktool.robot_id
-        msg = to_incoming(payload, robot_id=robot_id, bot_name=settings.worktool.bot_name)
+        msg = to_incoming(
+            payload,
+            robot_id=robot_id,
+            bot_name=settings.worktool.bot_name,
+            max_text_chars=settings.chat.max_text_chars,
+        )
         if isinstance(msg, Ignored):
             log.info("worktool_ignored", reason=msg.reason)
             return web.json_response(ACK)

@@ -2,8 +2,8 @@
 
 The callback body is JSON or a form (the robot's `callBackRequestType`), and real payloads carry
 numbers and booleans as strings. Nothing here raises on a bad payload: a message that cannot be
-handled becomes `Ignored(reason)`; only an unreadable or oversized body raises `CallbackBodyError`,
-which the caller turns into a polite `{"code": 0}` answer. An image or file addressed to the bot
+handled becomes `Ignored(reason)`; only an unreadable, oversized or too deeply nested body raises
+`CallbackBodyError`, which the caller answers with a 4xx and an empty message. An image or file addressed to the bot
 becomes a message with `content="unsupported"`: the conversation tells the sender what it reads.
 """
 
@@ -35,12 +35,13 @@ _SPACE_TRANS = str.maketrans(
     dict.fromkeys([0x00A0, *range(0x2000, 0x200C), 0x202F, 0x205F, 0x2060, 0x3000, 0xFEFF], " ")
 )
 _HSPACE_RE = re.compile(r"[ \t\f\v]+")
+_NAME_MAX = 200
 _TRUE = frozenset({"true", "1", "yes", "y", "on"})
 _FALSE = frozenset({"false", "0", "no", "n", "off", ""})
 
 
 class CallbackBodyError(Exception):
-    """The callback body cannot be read; answer politely (HTTP 200 / code 0), never 5xx."""
+    """The callback body cannot be read; answered with a 4xx and an empty message, never a 5xx."""
 
 
 class BodyTooLarge(CallbackBodyError):
@@ -83,7 +84,7 @@ async def _read_limited(request: web.Request, max_bytes: int) -> bytes:
 def _parse_json(body: bytes, charset: str) -> dict[str, Any]:
     try:
         value = json.loads(body.decode(charset, errors="replace"))
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise MalformedBody("callback body is not valid JSON") from exc
     if not isinstance(value, dict):
         raise MalformedBody("callback JSON is not an object")
@@ -210,19 +211,33 @@ def _strip_leading_mention(text: str, bot_name: str, *, at_me: bool) -> str:
     return text
 
 
+DEFAULT_MAX_TEXT_CHARS = 4000
+
+
+def _clipped(value: Any, limit: int) -> tuple[str, bool]:
+    """The field as text, cut before any parsing: a body may carry 256 KB of crafted text."""
+    text = _as_str(value)
+    return (text[:limit], True) if len(text) > limit else (text, False)
+
+
 def to_incoming(
     payload: Mapping[str, Any],
     *,
     robot_id: str,
     bot_name: str,
     clock: Callable[[], datetime] = utcnow,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> IncomingMessage | Ignored:
-    """Turn one callback payload into an `IncomingMessage`, or say why it is ignored."""
+    """Turn one callback payload into an `IncomingMessage`, or say why it is ignored.
+
+    `spoken` / `rawSpoken` are cut to `max_text_chars` (plus room for the mention) before anything
+    reads them; names are cut to 200 characters.
+    """
     bot_name = normalise_text(bot_name)
-    sender = normalise_text(_as_str(payload.get("receivedName")))
+    sender = normalise_text(_as_str(payload.get("receivedName"))[:_NAME_MAX])
     room_type = _as_int(payload.get("roomType"))
-    group_name = normalise_text(_as_str(payload.get("groupName")))
-    group_remark = normalise_text(_as_str(payload.get("groupRemark")))
+    group_name = normalise_text(_as_str(payload.get("groupName"))[:_NAME_MAX])
+    group_remark = normalise_text(_as_str(payload.get("groupRemark"))[:_NAME_MAX])
     if room_type is None and payload.get("roomType") in (None, ""):
         room_type = 1 if (group_name or group_remark) else 2  # not sent: infer from the group fields
     if room_type in GROUP_ROOM_TYPES:
@@ -241,15 +256,22 @@ def to_incoming(
     if bot_name and sender == bot_name:
         return Ignored("own_message", chat_id=chat_id, is_group=is_group, sender_name=sender)
 
-    raw = normalise_text(_as_str(payload.get("rawSpoken")))
+    room = max_text_chars + len(bot_name) + 2  # `rawSpoken` still carries "@name "
+    raw_text, raw_cut = _clipped(payload.get("rawSpoken"), room)
+    spoken_text, spoken_cut = _clipped(payload.get("spoken"), max_text_chars)
+    raw = normalise_text(raw_text)
     at_me = _as_bool(payload.get("atMe"))
     mentioned = (
         not is_group or at_me is True or (bool(bot_name) and _mention_re(bot_name).search(raw) is not None)
     )
     # `spoken` normally has the mention removed already; some versions keep it.
-    text = _strip_leading_mention(normalise_text(_as_str(payload.get("spoken"))), bot_name, at_me=False)
+    text = _strip_leading_mention(normalise_text(spoken_text), bot_name, at_me=False)
+    truncated = spoken_cut
     if not text:
         text = _strip_leading_mention(raw, bot_name, at_me=mentioned)
+        truncated = raw_cut
+    if len(text) > max_text_chars:
+        text, truncated = text[:max_text_chars], True
 
     text_type = _as_int(payload.get("textType"))
     unsupported = text_type is not None and text_type not in TEXT_TYPES
@@ -272,6 +294,7 @@ def to_incoming(
         raw_id=raw_id,
         reply_context={"robot_id": robot_id, "room_type": str(room_type)},
         content="unsupported" if unsupported else "text",
+        truncated=truncated and not unsupported,
     )
 
 

@@ -169,7 +169,7 @@ def _as_list(value: Any) -> list[str]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):
             return [value] if value else []
     return [str(v) for v in value] if isinstance(value, list) else []
 
@@ -194,7 +194,7 @@ def _row_delivered(row: dict[str, Any], chat_title: str, header_prefix: str) -> 
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             raw = {}
     if not isinstance(raw, dict):
         raw = {}

@@ -164,7 +164,7 @@ def _envelope(text: str | None) -> tuple[int | None, str | None, bool | None]:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         if isinstance(data, dict):
             code, message, res = data.get("code"), data.get("message"), data.get("result")
@@ -180,7 +180,7 @@ def _envelope(text: str | None) -> tuple[int | None, str | None, bool | None]:
     if mm is not None:
         try:
             msg = str(json.loads('"' + mm.group(1) + '"'))
-        except ValueError:
+        except (ValueError, RecursionError):
             msg = mm.group(1)
     return (int(c.group(1)) if c else None, msg, (r.group(1) == "true") if r else None)
 

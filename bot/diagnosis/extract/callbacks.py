@@ -18,7 +18,7 @@ def _json_after(message: str, marker: str) -> tuple[dict[str, Any] | None, str |
     text = message[i + len(marker) :].strip()
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, text
     return (data if isinstance(data, dict) else None), text
 
@@ -85,7 +85,10 @@ class CallbackInfo:
     step_statuses: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
 
 
-_CB_JSON_FAILED_RE = re.compile(r"Callback using json body failed.*?TaskInstanceId=(\d+), statusCode=(\d+)")
+# Marker first, then the fields after it on the same line: one `marker.*?fields` regex retries `.*?`
+# from every repeated marker and is quadratic in the line.
+_CB_JSON_FAILED = "Callback using json body failed"
+_CB_JSON_FAILED_TAIL_RE = re.compile(r"TaskInstanceId=(\d+), statusCode=(\d+)")
 _CB_FORM_FAILED_RE = re.compile(r"Callback using form data failed, statusCode=(\d+)")
 _CB_RESULT_RE = re.compile(
     r"Callback result: taskInstanceId=(\d+), postJsonSuccess=(\w+), httpStatusCode=(-?\d+|null)"
@@ -96,6 +99,15 @@ _CB_REJECTED_RE = re.compile(
 _CB_HANDLE_RE = re.compile(r"Handle callback, taskInstanceId: (\d+)")
 _CB_INVALID_RE = re.compile(r"Invalid callbackUrl: ?(\S*)")
 _CB_REQFAIL_RE = re.compile(r"Callback request failed, callbackUrl=([^,\s]+)")
+
+
+def _after_marker(message: str, marker: str, tail: re.Pattern[str]) -> re.Match[str] | None:
+    """`tail` searched after the first `marker`, on the marker's line (linear in the message)."""
+    i = message.find(marker)
+    if i < 0:
+        return None
+    end = message.find("\n", i)
+    return tail.search(message, i + len(marker), len(message) if end < 0 else end)
 
 
 def parse_callback(message: str) -> CallbackInfo | None:
@@ -116,7 +128,7 @@ def parse_callback(message: str) -> CallbackInfo | None:
             job_status=_json_int(data, text, "status"),
             step_statuses=steps,
         )
-    m = _CB_JSON_FAILED_RE.search(message)
+    m = _after_marker(message, _CB_JSON_FAILED, _CB_JSON_FAILED_TAIL_RE)
     if m:
         return CallbackInfo("json_failed", int(m.group(1)), int(m.group(2)), ok=False)
     m = _CB_FORM_FAILED_RE.search(message)

@@ -110,6 +110,12 @@ async def test_bad_callbacks_are_rejected_without_processing(
     assert resp.status == 413
     resp = await client.post(PATH, params=side.callback(payload)[0], data=b"not json")
     assert resp.status == 400
+    resp = await client.post(PATH, params=side.callback(payload)[0], data=b"[" * 5000)  # was a 500
+    assert resp.status == 400
+    resp = await client.post(
+        PATH, params=side.callback(payload)[0], data=b'{"encrypt": ' + b"9" * 5000 + b"}"
+    )
+    assert resp.status == 400
     resp = await client.post(PATH, data=body)
     assert resp.status == 400
 

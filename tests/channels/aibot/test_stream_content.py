@@ -8,7 +8,8 @@ from bot.channels.wecom.aibot import (
     classify_callback,
     compose,
 )
-from bot.delivery.render import HEADER_PREFIX, utf8_len
+from bot.delivery.render import HEADER_PREFIX
+from bot.delivery.split import utf8_len
 from handlers.texts import AIBOT_PLACEHOLDER as PLACEHOLDER
 from handlers.texts import AIBOT_STILL_WORKING as STILL_WORKING
 from tests.support.fakes.wecom_aibot import WeComAibotSide

@@ -171,6 +171,9 @@ async def test_bad_frames_get_a_clear_answer(aiohttp_client: ClientFactory) -> N
     await page.ws.send_str("not json")
     err = await page.wait_for(lambda f: f["type"] == "error")
     assert "无法解析" in err["text"]
+    await page.ws.send_str("[" * 5000)  # nested too deeply for the decoder: same answer, socket kept
+    errors = await page.wait_for(lambda f: f["type"] == "error" and f is not err)
+    assert "无法解析" in errors["text"]
     await page.say("x" * 5000, "long-1")
     ack = await page.wait_for(lambda f: f["type"] == "ack" and f["client_id"] == "long-1")
     assert ack == {**ack, "accepted": False, "reason": "too_long"}
@@ -346,3 +349,16 @@ async def test_recent_entry_of_a_report_stored_before_the_span_was_kept() -> Non
     item = recent_entry(StoredReport(request_key=f"step:{STEP_ID}", report=old, finished_at=0.0))
     assert item["span"] is None and item["window"] is None
     assert item["log_span_s"] == pytest.approx(2.14)  # first to last timeline time, as before
+
+
+async def test_a_new_display_name_is_not_a_new_sender_for_rate_limits(aiohttp_client: ClientFactory) -> None:
+    """Console users used to beat the rate limit by typing another name: limits count per session."""
+    client = await aiohttp_client(await console_app(console_settings(chat={"user_rate_per_min": 2})))
+    page = await open_page(client, "甲", mode="private")
+    for i, name in enumerate(("甲", "乙", "丙", "丁")):
+        page.user = name
+        await page.say(f"状态码 31{i} 是什么意思", cid())
+        await asyncio.sleep(0.3)  # handled in order
+    await page.wait_for(lambda f: is_bot("notice")(f) and "太频繁" in f["markdown"])
+    answers = [f for f in page.frames if is_bot("answer")(f)]
+    assert len(answers) == 2

@@ -100,3 +100,18 @@ async def test_feedback_on_a_report_is_stored_and_disputed(
     await rig.say("👍", sender="李四")
     await rig.wait_count(count + 2)
     assert "没有找到你最近收到的报告" in rig.messages()[-1][1]  # 李四 never got a report
+
+
+async def test_forced_reanalysis_is_limited_per_sender(make_rig: MakeRig, backend: tuple[str, str]) -> None:
+    """`重新分析` skipped the cache every time (three ids: three fresh analyses per message)."""
+    rig = await make_rig(backend, chat={"reanalyze_per_hour": 1, "reanalyze_cooldown_s": 0})
+    await rig.say(f"重新分析 {STEP}")
+    await rig.wait_reports(1)
+    assert step_searches(rig.bklog, STEP) == 1
+    await rig.say(f"重新分析：{STEP}")  # over the sender's hourly limit: told, and the fresh report sent
+    await rig.wait_reports(2)
+    assert any("最多强制重新分析 1 次" in m[1] for m in rig.messages())
+    assert step_searches(rig.bklog, STEP) == 1
+    await rig.say(f"重新分析 {STEP}", sender="李四")  # someone else may still force one
+    await rig.wait_reports(3)
+    assert step_searches(rig.bklog, STEP) == 2

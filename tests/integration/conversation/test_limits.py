@@ -46,3 +46,30 @@ async def test_images_from_groups_outside_the_allowlist_get_silence(
     await rig.say("", text_type="2")
     (msg,) = await rig.wait_count(1)
     assert msg[0] == GROUP and "文字" in msg[1]
+
+
+async def test_private_chats_are_closed_to_unlisted_users_when_a_group_allowlist_is_set(
+    make_rig: MakeRig, backend: tuple[str, str]
+) -> None:
+    """Only CHAT__ALLOWED_GROUPS set: a private peer (even an external contact) used to be served."""
+    rig = await make_rig(backend, chat={"allowed_groups": [GROUP], "allowed_users": ["张三"]})
+    await rig.say("状态码 310 是什么意思", sender="外部联系人", group=None)
+    await rig.say("状态码 310 是什么意思", sender="外部联系人", group=None)  # told once, then silence
+    (msg,) = await rig.wait_count(1)
+    assert msg[0] == "外部联系人" and "使用名单" in msg[1]
+    await rig.say("状态码 310 是什么意思", sender="张三", group=None)  # a listed user is served
+    msgs = await rig.wait_count(2)
+    assert msgs[-1][0] == "张三" and "Agent 异常" in msgs[-1][1]
+    assert len(await rig.quiet(0.5)) == 2
+
+
+async def test_group_allowlist_alone_closes_private_chats(
+    make_rig: MakeRig, backend: tuple[str, str]
+) -> None:
+    rig = await make_rig(backend, chat={"allowed_groups": [GROUP]})
+    await rig.say("状态码 310 是什么意思", sender="李四", group=None)
+    (msg,) = await rig.wait_count(1)
+    assert msg[0] == "李四" and "使用名单" in msg[1]
+    await rig.say("状态码 310 是什么意思", sender="李四")  # in the allowed group: served
+    msgs = await rig.wait_count(2)
+    assert msgs[-1][0] == GROUP and "Agent 异常" in msgs[-1][1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.integration.conversation.conftest import MakeRig
 from tests.integration.conversation.harness import GROUP, HEADER
 
@@ -41,3 +43,26 @@ async def test_unreadable_history_means_send_again(make_rig: MakeRig, backend: t
     msgs = await rig.wait_count(2, timeout=10)
     assert msgs[0] == msgs[1] and msgs[0][1].startswith("你好，我是 job-doctor")
     assert await rig.quiet(0.5) == msgs
+
+
+async def test_replies_survive_a_worktool_outage_longer_than_the_send_retries(
+    make_rig: MakeRig, backend: tuple[str, str]
+) -> None:
+    """WorkTool down for longer than one send's retries: the reply used to be dropped (and the
+    message acknowledged); now the message is handled again and the reply goes out once."""
+    rig = await make_rig(backend)
+    rig.fake.fail_next(1000, status=500)  # down until recovered
+    await rig.say("状态码 310 是什么意思")
+    await rig.say("👍", sender="李四")  # feedback without a report: its reply is recorded once
+    # both replies exhausted their retries (4 sends x 3 requests each) while WorkTool was down
+    deadline = asyncio.get_running_loop().time() + 40
+    while len(rig.fake.request_times) < 24:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    rig.fake.recover()
+    await rig.wait_count(2, timeout=30)
+    await asyncio.sleep(2.5)  # another reclaim round: nothing more goes out
+    msgs = rig.messages()
+    answers = [m for m in msgs if m[2] == ("张三",)]
+    assert len(answers) == 1 and "Agent 异常" in answers[0][1]
+    assert len([m for m in msgs if m[2] == ("李四",)]) == 1

@@ -110,6 +110,10 @@ class FakeWorkTool:
     def fail_delivery_next(self, n: int = 1, *, code: int = 201101) -> None:
         self._send_faults.extend(_Fault("phone_fail", code=code) for _ in range(n))
 
+    def recover(self) -> None:
+        """Forget every queued send fault (the outage is over)."""
+        self._send_faults.clear()
+
     def fail_history_next(self, n: int = 1, *, status: int = 500) -> None:
         self._history_faults.extend([status] * n)
 

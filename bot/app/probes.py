@@ -42,7 +42,13 @@ async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
 
 def _failed(err: GatewayError) -> ProbeFailed:
     code = f"error {err.code}" if err.code is not None else f"HTTP {err.http_status}"
-    return ProbeFailed(f"{code}: {err.message}")
+    if err.code is not None:
+        reason = f"gateway error {err.code}"
+    elif err.http_status:
+        reason = f"HTTP {err.http_status}"
+    else:
+        reason = "unreachable"
+    return ProbeFailed(f"{code}: {err.message}", reason=reason)
 
 
 def redis_probe(store: Store) -> Probe:

@@ -71,6 +71,7 @@ class Store:
         self.embedded = embedded
         self.topology = topology or RedisTopology("embedded" if embedded else "single")
         self._connection = connection
+        self._topology_seen = ""  # the last topology state health() found, logged when it changes
         self._unreplicated_logged = 0.0
 
     @property
@@ -106,6 +107,10 @@ class Store:
             return f"embedded store ({await self.ping():.1f} ms)"
         # The topology first: "no master known" says more than the refused connection behind it.
         detail = await inspect(self.topology, self._connection) if self._connection else ""
+        if detail and detail != self._topology_seen:
+            # Names hosts: for the logs and `check` only, never /readyz. A failover shows up here.
+            log.info("store_topology", detail=detail, before=self._topology_seen or None)
+            self._topology_seen = detail
         ms = await self.ping()
         try:
             await self.redis.set(self.key("health", slot=INBOX_SLOT), str(int(time.time())), px=60_000)

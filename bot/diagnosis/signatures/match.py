@@ -36,6 +36,10 @@ _COMMON_EXTRACTORS: tuple[re.Pattern[str], ...] = (
 )
 _ID_NAMES = frozenset({"task_instance_id", "step_instance_id"})
 NEIGHBOUR_LINES = 200
+# Patterns look at the first 8 KB of a record: engine lines that decide a cause are far shorter
+# (the corpus's longest is under 2 KB), and a crafted line of repeated markers costs a pattern
+# time that grows with its length squared, in a thread that holds the GIL.
+MATCH_WINDOW_CHARS = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,9 +142,10 @@ class ChainIndex:
                 return []
         for idx in candidates:
             text = texts[idx]
-            if unless and any(u.literal in text and u.regex.search(text) for u in unless):
+            end = MATCH_WINDOW_CHARS
+            if unless and any(u.literal in text and u.regex.search(text, 0, end) for u in unless):
                 continue
-            m = pattern.regex.search(text)
+            m = pattern.regex.search(text, 0, end)
             if m is not None:
                 hits.append((idx, m))
         return hits

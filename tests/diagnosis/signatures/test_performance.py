@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bot.diagnosis.signatures import load_catalog
+from bot.diagnosis.signatures import Catalog, load_catalog
 from tests.diagnosis.signatures.chains import GSE, REFRESH_FAIL, S, rec, result_line
 
 
@@ -47,3 +47,29 @@ def test_100k_records_are_matched_fast() -> None:
     assert ids[0] == "agent_abnormal"
     assert {"script_exit_nonzero", "step_failed_unexplained"} <= set(ids)
     assert min(elapsed) < 3.0, f"matching 100k records took {min(elapsed):.2f}s of CPU"
+
+
+def _markers(catalog: Catalog) -> list[str]:
+    """Per pattern: its scanned literal, an agent id and every further required text spoilt by a
+    trailing digit — the filters pass, the regex fails, and retries from every repetition."""
+    found = set()
+    for sig in catalog.signatures:
+        for pat in sig.patterns:
+            found.add(f"{pat.literal} agentId=a, " + "".join(f"{f.alternatives[0]}0, " for f in pat.filters))
+    return sorted(found)
+
+
+def test_a_crafted_100kb_line_costs_every_pattern_little() -> None:
+    """11 catalog patterns were quadratic on a repeated `Analyse execute object task result, result:
+    agentId=…` (10.7 s for the catalog on one 10 KB line); patterns now see a record's first 8 KB."""
+    catalog = load_catalog()
+    worst: list[tuple[float, str]] = []
+    for marker in _markers(catalog):
+        line = (marker * (100 * 1024 // len(marker) + 1))[: 100 * 1024]
+        records = [rec(line)]
+        start = time.process_time()
+        catalog.match(records)
+        worst.append((time.process_time() - start, marker))
+    took, marker = max(worst)
+    assert took < 0.25, f"{marker!r}: {took:.2f}s of CPU"
+    assert sum(t for t, _ in worst) < 2.0

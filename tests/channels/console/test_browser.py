@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -47,6 +48,18 @@ def _require_browser() -> Any:
     return async_api
 
 
+async def shown(locator: Any) -> str:
+    """Its innerText once Chromium renders it. Messages are `content-visibility: auto`: one outside
+    the viewport is skipped, and its innerText reads "" until it is scrolled to and laid out."""
+    for _ in range(100):
+        await locator.scroll_into_view_if_needed()
+        text = str(await locator.inner_text())
+        if text.strip():
+            return text
+        await asyncio.sleep(0.05)
+    raise AssertionError("the element was never rendered")
+
+
 @asynccontextmanager
 async def console_page(app: web.Application, *, height: int) -> AsyncIterator[tuple[Any, list[str]]]:
     """The app on a real local port and /console open in headless Chromium, logged in as 张三.
@@ -76,7 +89,7 @@ async def console_page(app: web.Application, *, height: int) -> AsyncIterator[tu
 
 @pytest.mark.browser
 async def test_console_page_end_to_end() -> None:
-    _require_browser()
+    api = _require_browser()
     app = await console_app(console_settings(), samples=[STEP_ID])
     async with console_page(app, height=960) as (page, errors):
         # A failure without an id: the bot asks for it.
@@ -84,8 +97,8 @@ async def test_console_page_end_to_end() -> None:
         await page.press("#input", "Enter")
         question = page.locator(".msg-bot.kind-question").first
         await question.wait_for(timeout=10_000)
-        assert "stepInstanceId" in await question.inner_text()
-        assert await question.locator(".badge").inner_text() == "追问"
+        assert "stepInstanceId" in await shown(question)
+        assert await shown(question.locator(".badge")) == "追问"
 
         # The sample chip fills the input; sending it brings the report.
         await page.click(f".chip:has-text('{STEP_ID}')")
@@ -93,12 +106,12 @@ async def test_console_page_end_to_end() -> None:
         await page.click("#send")
         report = page.locator(".msg-bot.kind-report").first
         await report.wait_for(timeout=15_000)
-        assert REPORT_HEADER in await report.locator(".report-title").inner_text()
+        assert REPORT_HEADER in await shown(report.locator(".report-title"))
         headings = await report.locator("h3").all_inner_texts()
         for heading in ("问题概述", "根因分析", "解决方案"):
             assert heading in headings
         # log lines: monospaced blocks, their markup shown as text
-        log_line = await report.locator("pre.code").first.inner_text()
+        log_line = await shown(report.locator("pre.code").first)
         assert "<script>window.__pwned=1</script> **not bold**" in log_line
         assert await report.locator("a[href^='javascript']").count() == 0
 
@@ -107,8 +120,8 @@ async def test_console_page_end_to_end() -> None:
         await page.fill("#input", hostile)
         await page.press("#input", "Enter")
         echo = page.locator(".messages .msg-user:not(.pending)").filter(has_text="window.__pwned")
-        await echo.first.wait_for(timeout=10_000)
-        assert hostile in await echo.first.inner_text()
+        # retried until it holds: the list may be re-rendered between finding the echo and reading it
+        await api.expect(echo.first).to_contain_text(hostile, timeout=10_000)
         assert await page.evaluate("typeof window.__pwned") == "undefined"
         assert await page.locator("#messages script, #messages img").count() == 0
 
@@ -154,12 +167,12 @@ async def test_demo_console_with_the_real_pipeline() -> None:
             await page.press("#input", "Enter")
             report = page.locator(".msg-bot.kind-report").first
             await report.wait_for(timeout=30_000)
-            title = await report.locator(".report-title").inner_text()
+            title = await shown(report.locator(".report-title"))
             assert f"【job-doctor 诊断报告】stepInstanceId={step}" in title
             headings = await report.locator("h3").all_inner_texts()
             for heading in ("问题概述", "根因分析", "解决方案", "预防措施"):
                 assert heading in headings
-            body = await report.inner_text()
+            body = await shown(report)
             assert "errorCode=117" in body  # the decisive line, quoted from the sandbox BkLog
             # what the hosts printed, from the sandbox BK-JOB, and the agent's state from its GSE
             assert "Cannot write: No space left on device" in body and "异常（有损状态" in body

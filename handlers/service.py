@@ -7,6 +7,7 @@ on the queue (single-flight per step), conversation state with a TTL, feedback.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from datetime import datetime
 
@@ -20,7 +21,7 @@ from bot.core.settings import Settings
 from bot.core.store import Store
 from bot.core.tasks import TaskTracker
 from bot.delivery.queue import JobQueue
-from bot.delivery.render import render_text
+from bot.delivery.render import render_markdown, render_text
 from bot.delivery.reports import ReportStore, StoredReport
 from bot.delivery.send import Delivery, DeliveryFailed, delivery_key
 from bot.diagnosis.locate import StepLocator
@@ -162,6 +163,8 @@ class ConversationService:
             execute_count=ref.execute_count,
             bk_scope_type=scope.type if scope else None,
             bk_scope_id=scope.id if scope else None,
+            # the first asker: whose chat and sender budgets the model calls of this analysis spend
+            requesters=[requester],
             force=force,
             since=window.since if window else None,
             until=window.until if window else None,
@@ -255,7 +258,7 @@ class ConversationService:
 
     # ---- reports, status, questions, feedback
 
-    async def full_report(self, msg: IncomingMessage, ref: IdRef | None) -> str | None:
+    async def full_report(self, msg: IncomingMessage, ref: IdRef | None) -> tuple[str, str] | None:
         latest = await self.reports.latest_for(msg)
         if ref is None or ref.kind == "task_only":
             key = latest
@@ -269,7 +272,13 @@ class ConversationService:
         if stored is None:
             return None
         refusal = await self.replies.refusal(ChatTarget.of(msg), key, stored.report)
-        return refusal if refusal is not None else render_text(stored.report)
+        if refusal is not None:
+            return refusal, refusal
+        # Markdown of its own, never the plain text: log lines and host output go in code fences
+        # there, so a line a script printed cannot mention anyone or carry a link. The channel
+        # splits it into parts; nothing is shortened.
+        whole = render_markdown(stored.report, max_bytes=sys.maxsize).text
+        return render_text(stored.report), whole
 
     async def status_text(self, msg: IncomingMessage) -> str:
         depth = await self.jobs.depth()

@@ -183,3 +183,23 @@ async def test_chat_budget_spent_gives_rules_with_notice_while_other_chats_keep_
     await private.say("作业平台的滚动执行是怎么分批的", uuid.uuid4().hex)
     answer = await private.wait_for(is_bot("answer"))
     assert "关于「" in answer["text"] and len(rig.fake.requests) == 2
+
+
+async def test_a_senders_daily_budget_counts_the_analyses_they_ask_for(
+    aiohttp_client: ClientFactory, rig: Rig, key_prefix: str
+) -> None:
+    model = QuotingModel()
+    rig.fake.default = lambda body: model(body) if "response_format" in body else grounded_answer(body)
+    settings = app_settings(rig, key_prefix, user_daily_token_budget=1)
+    settings.chat.reanalyze_cooldown_s = 0
+    client, _app = await start(aiohttp_client, settings)
+    page = await open_page(client, "周九", "group")
+
+    await page.say(f"@job-doctor {STEP}", uuid.uuid4().hex)
+    first = await page.wait_for(is_bot("report"))
+    await page.say(f"@job-doctor 重新分析 {STEP}", uuid.uuid4().hex)
+    second = await page.wait_for(lambda f: is_bot("report")(f) and f is not first)
+
+    assert len(rig.fake.requests) == 1  # the sender's budget was spent by their first analysis
+    assert BUDGET_NOTICE not in first["markdown"]
+    assert BUDGET_NOTICE in second["markdown"]

@@ -37,8 +37,8 @@ class HandlerContext(Protocol):
 
     async def clear_ask(self, msg: IncomingMessage) -> bool: ...
 
-    async def full_report(self, msg: IncomingMessage, ref: IdRef | None) -> str | None:
-        """The full (unshortened) text of a recent report: by id, or the asker's latest."""
+    async def full_report(self, msg: IncomingMessage, ref: IdRef | None) -> tuple[str, str] | None:
+        """A recent report whole, as (plain text, markdown): by id, or the asker's latest."""
         ...
 
     async def status_text(self, msg: IncomingMessage) -> str: ...

@@ -121,7 +121,8 @@ async def handle_command(turn: Turn) -> bool:
         ref = ids.refs[0] if ids.refs else None
         full = await ctx.full_report(msg, ref)
         if full is not None:
-            await ctx.say(msg, full, kind="report")
+            text, markdown = full
+            await ctx.say(msg, text, kind="report", markdown=markdown)
         elif ref is None:
             await ctx.say(msg, texts.DETAIL_NEED_ID)
         else:

@@ -362,3 +362,22 @@ async def test_a_new_display_name_is_not_a_new_sender_for_rate_limits(aiohttp_cl
     await page.wait_for(lambda f: is_bot("notice")(f) and "太频繁" in f["markdown"])
     answers = [f for f in page.frames if is_bot("answer")(f)]
     assert len(answers) == 2
+
+
+async def test_detail_is_markdown_with_log_lines_in_fences_not_the_plain_text(
+    aiohttp_client: ClientFactory, flow_settings: Settings
+) -> None:
+    """`详情` used to send the plain text as markdown too: a log line's markup went out live."""
+    client = await aiohttp_client(await console_app(flow_settings))
+    page = await open_page(client, "张三", mode="private")
+    await page.say(STEP_ID, cid())
+    first = await page.wait_for(is_bot("report"))
+    await page.say(f"详情 {STEP_ID}", cid())
+    detail = await page.wait_for(lambda f: is_bot("report")(f) and f is not first)
+    line = "Script exit code=1, stderr=<script>window.__pwned=1</script> **not bold**"
+    assert line in detail["text"]  # plain text: the line as logged
+    md = detail["markdown"]
+    assert md != detail["text"] and md.startswith(REPORT_HEADER)
+    fenced = re.findall(r"(?ms)^(`{3,})[^\n]*\n(.*?)\n\1$", md)
+    assert any(line in body for _, body in fenced)  # inside a code fence, inert
+    assert "(<b>not bold</b>)" not in md  # the cause's markup defused as in every report

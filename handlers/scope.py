@@ -72,11 +72,11 @@ class ScopeGate:
             )
         except InstanceNotFound:
             decided: Verdict = "outside"
-        except ApiError as exc:  # BK-JOB answered and refused: not this business's to see
-            log.info("scope_check_refused", code=exc.code)
-            decided = "outside"
         except GatewayError as exc:
-            log.warning("scope_check_failed", error=type(exc).__name__)
+            # Busy, internal error, no permission, unreachable: nothing is proven either way, and a
+            # passing error must not be remembered as "another business" for a day.
+            code = exc.code if isinstance(exc, ApiError) else None
+            log.warning("scope_check_failed", error=type(exc).__name__, code=code)
             return "unknown"
         else:
             steps = {s.step_instance_id for s in status.steps}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+
 from bot.devtools.evaluate import SANDBOX_APP
 from bot.devtools.sandbox.bkjob import FakeJobInstance, FakeStep, create_bkjob_app
 from tests.integration.conversation.conftest import MakeRig
@@ -14,7 +16,9 @@ OURS = (20026188230, 20031290017)  # script_exit_code_1: job instance, step (bus
 THEIRS = (20026160406, 20031265375)  # agent_offline_117 (business 3)
 
 
-async def _rig(make_rig: MakeRig, backend: tuple[str, str], aiohttp_server: Any) -> Any:
+async def _rig(
+    make_rig: MakeRig, backend: tuple[str, str], aiohttp_server: Any, *, middlewares: tuple[Any, ...] = ()
+) -> Any:
     code, secret, user = SANDBOX_APP
     jobs = [
         FakeJobInstance(
@@ -24,7 +28,9 @@ async def _rig(make_rig: MakeRig, backend: tuple[str, str], aiohttp_server: Any)
             THEIRS[0], "theirs", create_time=1, status=4, bk_scope_id="3", steps=[FakeStep(THEIRS[1], "s")]
         ),
     ]
-    bkjob = await aiohttp_server(create_bkjob_app(jobs, app_code=code, app_secret=secret, system_apps=[code]))
+    app = create_bkjob_app(jobs, app_code=code, app_secret=secret, system_apps=[code])
+    app.middlewares.extend(middlewares)
+    bkjob = await aiohttp_server(app)
     return await make_rig(
         backend,
         bkjob={
@@ -64,3 +70,26 @@ async def test_a_link_into_another_business_is_refused_before_any_analysis(
     (msg,) = await rig.wait_count(1)
     assert "不属于本群的业务" in msg[1]
     assert step_searches(rig.bklog, THEIRS[1]) == 0
+
+
+async def test_a_passing_bkjob_error_is_not_remembered_as_another_business(
+    make_rig: MakeRig, backend: tuple[str, str], aiohttp_server: Any
+) -> None:
+    failing = [True]  # until BK-JOB recovers
+
+    @web.middleware
+    async def internal_error(request: web.Request, handler: Any) -> web.StreamResponse:
+        if "get_job_instance_status" in request.path and failing:
+            return web.json_response(
+                {"result": False, "code": 1240002, "message": "内部服务器异常", "data": None}
+            )
+        return await handler(request)
+
+    rig = await _rig(make_rig, backend, aiohttp_server, middlewares=(internal_error,))
+    await rig.say(f"帮忙看下 {OURS[1]}")
+    (msg,) = await rig.wait_count(1)
+    assert "暂时无法确认" in msg[1] and not msg[1].startswith(HEADER)  # unproven: no evidence shown
+    failing.clear()
+    await rig.say(f"详情 {OURS[1]}")  # BK-JOB answers again: its own step is shown
+    msgs = await rig.wait_count(2)
+    assert msgs[-1][1].startswith(f"{HEADER}stepInstanceId={OURS[1]}")

@@ -7,12 +7,12 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import structlog
 
-from bot.clients.bklog import BkLogClient, quote_phrase
+from bot.clients.bklog import BkLogClient, LogLayout, quote_phrase
 from bot.clients.gateway import GatewayError
 from bot.clients.gse import GseClient
 from bot.core.metrics import Metrics
@@ -84,14 +84,16 @@ class ToolScope:
     """What a model search may reach: the step's own time span and its ids, nothing else."""
 
     window: tuple[datetime, datetime]
-    ids: tuple[str, ...]  # the step id, its job instance, the traceIds of the chain
+    ids: tuple[str, ...]  # the step id and its job instance: words of the log line
+    traces: tuple[str, ...] = ()  # the chain's traceIds: in the line, or in the layout's trace field
+    layout: LogLayout = field(default_factory=LogLayout)
 
     @classmethod
-    def of(cls, collected: Collected) -> ToolScope | None:
+    def of(cls, collected: Collected, layout: LogLayout | None = None) -> ToolScope | None:
         if collected.window is None:
             return None
         ids = [str(v) for v in (collected.step_instance_id, collected.task_instance_id) if v]
-        ids += collected.trace_ids[:10]
+        traces = tuple(dict.fromkeys(collected.trace_ids[:10]))
         times = [r.time for r in collected.records if r.time is not None]
         start, end = collected.window
         if times:  # the run's own span (naive engine times, as the BkLog client reads them)
@@ -101,7 +103,9 @@ class ToolScope:
             start, end = max(start, low), min(end, high)
             if end <= start:
                 start, end = collected.window
-        return cls((start, end), tuple(dict.fromkeys(ids))) if ids else None
+        if not ids and not traces:
+            return None
+        return cls((start, end), tuple(dict.fromkeys(ids)), traces, layout or LogLayout())
 
     def query(self, model_query: str) -> str | None:
         """The model's words as literal phrases, ANDed with the step's ids; None when nothing is left.
@@ -112,13 +116,15 @@ class ToolScope:
         for m in _TERM_RE.finditer(model_query[:TOOL_QUERY_MAX_CHARS]):
             word = (m.group(1) or m.group(2) or "").strip()
             if word:
-                terms.append(quote_phrase(word))
+                terms.append(quote_phrase(word, self.layout.log_field))
             if len(terms) == TOOL_QUERY_MAX_TERMS:
                 break
         if not terms:
             return None
-        ids = " OR ".join(quote_phrase(i) for i in self.ids)
-        return f"({' AND '.join(terms)}) AND ({ids})"
+        trace_field = self.layout.trace_field or self.layout.log_field
+        ids = [quote_phrase(i, self.layout.log_field) for i in self.ids]
+        ids += [quote_phrase(t, trace_field) for t in self.traces]
+        return f"({' AND '.join(terms)}) AND ({' OR '.join(ids)})"
 
 
 class PipelineTools:
@@ -196,7 +202,12 @@ def make_model_step(
     async def step(
         candidate: DiagnosisReport, cond: Condensed, collected: Collected
     ) -> DiagnosisReport | None:
-        tools = PipelineTools(bklog=bklog, gse=gse, window=collected.window, scope=ToolScope.of(collected))
+        tools = PipelineTools(
+            bklog=bklog,
+            gse=gse,
+            window=collected.window,
+            scope=ToolScope.of(collected, bklog.layout if bklog else None),
+        )
         result = await llm_diagnose(
             client,
             prompts,

@@ -249,7 +249,7 @@ class Router:
         limit = ctx.settings.chat.max_text_chars
         if len(msg.text) > limit:  # before any parsing: no parser ever sees more than the limit
             msg = msg.model_copy(update={"text": msg.text[:limit], "truncated": True})
-        ask = await ctx.get_ask(msg)
+        ask = await ctx.turn_ask(msg)
         if msg.is_group and not msg.mentioned and ask is None:
             return "ignored"  # group chatter not addressed to the bot: not even rate-limited
         refusal = await self.policy.check(msg, turn=turn_key(msg))

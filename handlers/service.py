@@ -71,6 +71,11 @@ def covers(searched: Window | None, window: TimeWindow) -> bool:
     return start <= window.since and window.until <= end
 
 
+# How long a turn's first reading is kept: longer than it can be handled again (claim timeout
+# times attempts), short enough that a flood of messages leaves no lasting keys.
+TURN_MEMORY_S = 3600
+
+
 def turn_key(msg: IncomingMessage) -> str:
     """Stable per accepted message, so re-processing it after a crash re-uses the same outbox keys."""
     return delivery_key(msg.channel, msg.chat_id, msg.sender_id, msg.received_at.isoformat(), msg.text)
@@ -246,6 +251,24 @@ class ConversationService:
             return Ask.model_validate(data) if isinstance(data, dict) else None
         except ValidationError:
             return None
+
+    async def turn_ask(self, msg: IncomingMessage) -> Ask | None:
+        """The ask as this turn first saw it. A turn handled again (one of its replies was not
+        delivered) must read as it did the first time, though that try already cleared the ask:
+        otherwise a follow-up without @ becomes group chatter and is dropped. Recorded only for
+        turns that may act (addressed, or with an ask), so group chatter costs no write."""
+        seen_key = self.store.key("turn-ask", turn_key(msg))
+        seen = await self.store.get_json(seen_key)
+        if isinstance(seen, dict):
+            try:
+                return Ask.model_validate(seen["ask"]) if seen.get("ask") else None
+            except ValidationError:
+                return None
+        ask = await self.get_ask(msg)
+        if ask is not None or msg.mentioned or not msg.is_group:
+            snapshot = {"ask": ask.model_dump() if ask else None}
+            await self.store.set_json(seen_key, snapshot, ttl_s=TURN_MEMORY_S)
+        return ask
 
     async def set_ask(self, msg: IncomingMessage, ask: Ask) -> None:
         stamped = ask.model_copy(update={"at": time.time()})

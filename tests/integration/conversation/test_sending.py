@@ -66,3 +66,32 @@ async def test_replies_survive_a_worktool_outage_longer_than_the_send_retries(
     answers = [m for m in msgs if m[2] == ("张三",)]
     assert len(answers) == 1 and "Agent 异常" in answers[0][1]
     assert len([m for m in msgs if m[2] == ("李四",)]) == 1
+
+
+async def test_a_follow_up_without_mention_is_answered_after_an_outage(
+    make_rig: MakeRig, backend: tuple[str, str]
+) -> None:
+    """The ask was cleared before the reply went out: the retried turn, a group message without @,
+    no longer counted as the follow-up and was dropped."""
+    rig = await make_rig(backend)
+    await rig.say(f"帮忙看下 {STEP}", sender="李四")  # a fresh report of the step exists
+    await rig.wait_reports(1)
+    await rig.say("帮我看看这个任务为什么失败")
+    await rig.wait_for(lambda msgs: any("stepInstanceId（" in m[1] for m in msgs))  # asks 张三 for the id
+    before = len(rig.fake.request_times)
+    rig.fake.fail_next(1000, status=500)  # WorkTool down
+    await rig.say(str(STEP), at=False)  # the follow-up: the cached report goes to 张三
+    deadline = asyncio.get_running_loop().time() + 40
+    # past one turn's sends (4 sends x 3 requests): the message is handled again
+    while len(rig.fake.request_times) < before + 15:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    rig.fake.recover()
+
+    def to_zhang(msgs: list[tuple[str, str, tuple[str, ...]]]) -> list[str]:
+        return [m[1] for m in msgs if m[1].startswith(HEADER) and m[2] == ("张三",)]
+
+    await rig.wait_for(lambda msgs: bool(to_zhang(msgs)), timeout=30)
+    await asyncio.sleep(2.5)  # another reclaim round: nothing more goes out
+    (first_part,) = to_zhang(rig.messages())  # once; the parts after the first carry no mention
+    assert first_part.startswith(f"{HEADER}stepInstanceId={STEP}")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiohttp
+import structlog
 
 from bot.app.health import Health
 from bot.app.probes import register_probes
@@ -67,6 +68,8 @@ from handlers.scope import ScopeGate
 from handlers.service import ConversationService
 
 Analyze = Callable[[AnalysisJob], Awaitable[DiagnosisReport]]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,12 @@ async def build_services(
 
         # ---- the conversation
         gate = ScopeGate(settings.chat.group_scopes, bkjob, store) if settings.chat.group_scopes else None
+        if gate is not None and bkjob is None:
+            # Still used to look bare ids up in the chat's business; nothing can check whose a step is.
+            log.warning(
+                "group_scopes_not_enforced",
+                reason="JOB_DOCTOR_BKJOB__BASE_URL is not set: reports are not limited to a chat's business",
+            )
         replies = ReportReplies(reports, delivery, gate)
         conversation = ConversationService(
             settings=settings,

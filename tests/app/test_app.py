@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from bot.app import keys as K
 from bot.app.services import AppOptions
@@ -141,3 +142,14 @@ async def test_background_tasks_drained_on_cleanup(settings: Settings) -> None:
     await runner.cleanup()
     assert finished == ["quick", "stuck-cancelled"]
     assert app[K.SERVICES].tasks.active == 0
+
+
+async def test_group_scopes_without_bkjob_say_at_start_that_they_are_not_enforced(
+    aiohttp_client: ClientFactory,
+) -> None:
+    with capture_logs() as logs:
+        await aiohttp_client(await create_app(Settings(chat={"group_scopes": {"运维群": "biz:2"}})))
+    assert [e for e in logs if e["event"] == "group_scopes_not_enforced"]
+    with capture_logs() as logs:
+        await aiohttp_client(await create_app(Settings()))
+    assert not [e for e in logs if e["event"] == "group_scopes_not_enforced"]

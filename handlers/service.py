@@ -317,7 +317,15 @@ class ConversationService:
         return "\n".join(lines)
 
     async def answer_question(self, msg: IncomingMessage, question: str) -> str:
-        return await self.answers.answer(msg, question)
+        """The answer to `question`, once per turn: a turn handled again (its reply was not
+        delivered) sends the same answer instead of asking the model, and paying, once more."""
+        kept = self.store.key("answer", turn_key(msg))
+        known = await self.store.get_json(kept)
+        if isinstance(known, str):
+            return known
+        answer = await self.answers.answer(msg, question)
+        await self.store.set_json(kept, answer, ttl_s=TURN_MEMORY_S)
+        return answer
 
     async def record_feedback(self, msg: IncomingMessage, verdict: str, note: str) -> str | None:
         key = await self.reports.latest_for(msg)

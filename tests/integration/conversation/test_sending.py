@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tests.integration.conversation.conftest import MakeRig
 from tests.integration.conversation.harness import GROUP, HEADER
+from tests.support.fakes.openai_server import Answer, FakeOpenAI
 
 STEP = 20031290017  # corpus scenario script_exit_code_1
 
@@ -95,3 +97,29 @@ async def test_a_follow_up_without_mention_is_answered_after_an_outage(
     await asyncio.sleep(2.5)  # another reclaim round: nothing more goes out
     (first_part,) = to_zhang(rig.messages())  # once; the parts after the first carry no mention
     assert first_part.startswith(f"{HEADER}stepInstanceId={STEP}")
+
+
+async def test_a_question_handled_again_gets_the_same_answer_without_asking_the_model_again(
+    make_rig: MakeRig, backend: tuple[str, str], aiohttp_server: Any
+) -> None:
+    """A model answers differently each time: the retried turn sent a second, different answer
+    (and paid for it) when its first reply was lost."""
+    fake = FakeOpenAI(api_key="sk-test")
+    calls = iter(range(1, 100))
+    fake.default = lambda body: Answer(f"第 {next(calls)} 种说法：滚动执行按批次依次下发。")
+    model = await aiohttp_server(fake.app())
+    rig = await make_rig(
+        backend, llm={"base_url": str(model.make_url("/v1")), "api_key": "sk-test", "model": "m"}
+    )
+    rig.fake.fail_next(1000, status=500)  # WorkTool down
+    await rig.say("作业平台的滚动执行是怎么分批的", sender="王五", group=None)
+    deadline = asyncio.get_running_loop().time() + 40
+    while len(rig.fake.request_times) < 15:  # past one turn's sends: the message is handled again
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.1)
+    rig.fake.recover()
+    await rig.wait_count(1, timeout=30)
+    await asyncio.sleep(2.5)  # another reclaim round: nothing more goes out
+    (answer,) = rig.messages()
+    assert answer[0] == "王五" and "第 1 种说法" in answer[1]
+    assert len(fake.requests) == 1

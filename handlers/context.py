@@ -33,6 +33,10 @@ class HandlerContext(Protocol):
 
     async def get_ask(self, msg: IncomingMessage) -> Ask | None: ...
 
+    async def refuse_outside(self, msg: IncomingMessage, ref: IdRef) -> bool:
+        """Refuse a link into another business than the chat's (said in the chat); True if refused."""
+        ...
+
     async def turn_ask(self, msg: IncomingMessage) -> Ask | None:
         """What the bot was waiting for from this sender when this message was first handled."""
         ...

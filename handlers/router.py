@@ -68,6 +68,8 @@ async def _analyse_refs(
     ctx, msg = turn.ctx, turn.msg
     for i, ref in enumerate(refs):
         if ref.kind == "task_only":
+            if await ctx.refuse_outside(msg, ref):  # before BK-JOB names a step of that business
+                continue
             resolved = await ctx.resolve_task_only(ref)
             if resolved is None:
                 await ctx.set_ask(msg, Ask(reason="which_step", task=ref.task_instance_id))

@@ -143,12 +143,7 @@ class ConversationService:
         started = self.store.key("started", turn_key(msg), key)
         if await self.store.exists(started):
             return
-        gate = self.replies.gate
-        if gate is not None and gate.link_outside(requester.target, ref):
-            own = gate.scope_of(requester.target)
-            await self.say(
-                msg, scope_refusal("outside", key, f"{own[0]}:{own[1]}" if own else ""), kind="notice"
-            )
+        if await self.refuse_outside(msg, ref):
             return
         cooldown = self.settings.chat.reanalyze_cooldown_s
         if force and cooldown > 0 and not await self.store.claim(self.store.key("forced", key), cooldown):
@@ -218,6 +213,20 @@ class ConversationService:
             return None
         raw = scopes.get(msg.chat_name) or scopes.get(msg.chat_id)
         return parse_scope(raw) if raw else None
+
+    async def refuse_outside(self, msg: IncomingMessage, ref: IdRef) -> bool:
+        """A link into another business than the chat's: say so (and nothing of it) and return True."""
+        gate, target = self.replies.gate, ChatTarget.of(msg)
+        if gate is None or not gate.link_outside(target, ref):
+            return False
+        own = gate.scope_of(target)
+        if ref.kind == "task_only":
+            what = f"taskInstanceId={ref.task_instance_id}"
+            text = texts.OUT_OF_SCOPE.format(what=what, scope=f"{own[0]}:{own[1]}" if own else "")
+        else:
+            text = scope_refusal("outside", request_key(ref), f"{own[0]}:{own[1]}" if own else "")
+        await self.say(msg, text, kind="notice")
+        return True
 
     async def resolve_task_only(self, ref: IdRef) -> IdRef | None:
         if self.locator is None or ref.task_instance_id is None or ref.bk_scope_id is None:

@@ -93,3 +93,13 @@ async def test_a_passing_bkjob_error_is_not_remembered_as_another_business(
     await rig.say(f"详情 {OURS[1]}")  # BK-JOB answers again: its own step is shown
     msgs = await rig.wait_count(2)
     assert msgs[-1][1].startswith(f"{HEADER}stepInstanceId={OURS[1]}")
+
+
+async def test_a_job_link_into_another_business_names_none_of_its_steps(
+    make_rig: MakeRig, backend: tuple[str, str], aiohttp_server: Any
+) -> None:
+    rig = await _rig(make_rig, backend, aiohttp_server)
+    await rig.say(f"帮忙看下 https://job.example.com/biz/3/execute/task/{THEIRS[0]}")
+    (msg,) = await rig.wait_count(1)
+    assert f"taskInstanceId={THEIRS[0]} 不属于本群的业务（biz:2）" in msg[1]
+    assert str(THEIRS[1]) not in msg[1]  # its failed step was not looked up

@@ -8,6 +8,7 @@ from bot.core.models import IncomingMessage
 from bot.core.settings import ChatSettings
 from bot.core.store import Store
 from handlers import texts
+from handlers.state import TURN_MEMORY_S
 
 SILENT = ""  # refused without a word (not our group, or already told about the rate limit)
 
@@ -31,7 +32,7 @@ class AccessPolicy:
             refusal = known["refusal"]
             return refusal if isinstance(refusal, str) else None
         decision = await self._decide(msg)
-        await self.store.set_json(kept, {"refusal": decision}, ttl_s=86400)
+        await self.store.set_json(kept, {"refusal": decision}, ttl_s=TURN_MEMORY_S)
         return decision
 
     async def _decide(self, msg: IncomingMessage) -> str | None:
@@ -84,5 +85,5 @@ class AccessPolicy:
             self.store.key("rl", "force", msg.channel, msg.limit_key, hour), ttl_s=3700
         )
         if kept:
-            await self.store.set_json(kept, used <= limit, ttl_s=86400)
+            await self.store.set_json(kept, used <= limit, ttl_s=TURN_MEMORY_S)
         return used <= limit

@@ -29,7 +29,7 @@ from handlers import texts
 from handlers.ids import IdRef
 from handlers.qa import Answers
 from handlers.replies import ReportReplies, scope_refusal
-from handlers.state import Ask
+from handlers.state import TURN_MEMORY_S, Ask
 from handlers.timehint import TimeWindow
 
 log = structlog.get_logger(__name__)
@@ -69,11 +69,6 @@ def covers(searched: Window | None, window: TimeWindow) -> bool:
     if start.tzinfo is None or end.tzinfo is None:
         return False
     return start <= window.since and window.until <= end
-
-
-# How long a turn's first reading is kept: longer than it can be handled again (claim timeout
-# times attempts), short enough that a flood of messages leaves no lasting keys.
-TURN_MEMORY_S = 3600
 
 
 def turn_key(msg: IncomingMessage) -> str:
@@ -152,7 +147,7 @@ class ConversationService:
             fresh = await self._fresh_report(ref, window)
             if fresh is not None:
                 await self.replies.send_report(requester, fresh.request_key, f"cached:{turn_key(msg)}")
-                await self.store.set_json(started, 1, ttl_s=86400)
+                await self.store.set_json(started, 1, ttl_s=TURN_MEMORY_S)
                 return
         scope = scope_of(ref.bk_scope_type, ref.bk_scope_id) or self.chat_scope(msg)
         job = AnalysisJob(
@@ -170,7 +165,7 @@ class ConversationService:
             until=window.until if window else None,
         )
         result = await self.jobs.submit(job, requester)
-        await self.store.set_json(started, 1, ttl_s=86400)
+        await self.store.set_json(started, 1, ttl_s=TURN_MEMORY_S)
         if result.queued:
             self.metrics.jobs_queued.inc()
         log.info("analysis_requested", request_key=key, queued=result.queued, entry=result.entry_id)
@@ -340,6 +335,6 @@ class ConversationService:
         key = await self.reports.latest_for(msg)
         if key is None:
             return None
-        if await self.store.claim(self.store.key("feedback-turn", turn_key(msg)), 86400):
+        if await self.store.claim(self.store.key("feedback-turn", turn_key(msg)), TURN_MEMORY_S):
             await self.reports.add_feedback(key, msg, verdict, note)  # once per turn, however often handled
         return key

@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+# How long what one message did is remembered (its policy decision, its ask, its answer, the
+# analysis it started): longer than it can be handled again (claim timeout x attempts), short
+# enough that a flood of messages leaves no lasting keys.
+TURN_MEMORY_S = 3600
+
 
 class Ask(BaseModel):
     """The bot asked this sender for something and waits (with a TTL) for the answer."""

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -89,17 +90,22 @@ class ToolScope:
     layout: LogLayout = field(default_factory=LogLayout)
 
     @classmethod
-    def of(cls, collected: Collected, layout: LogLayout | None = None) -> ToolScope | None:
+    def of(
+        cls, collected: Collected, layout: LogLayout | None = None, time_zone: str = "Asia/Shanghai"
+    ) -> ToolScope | None:
         if collected.window is None:
             return None
         ids = [str(v) for v in (collected.step_instance_id, collected.task_instance_id) if v]
         traces = tuple(dict.fromkeys(collected.trace_ids[:10]))
         times = [r.time for r in collected.records if r.time is not None]
         start, end = collected.window
-        if times:  # the run's own span (naive engine times, as the BkLog client reads them)
+        if times:  # the run's own span (naive engine times: wall clock in BkLog's time zone)
             low, high = min(times) - TOOL_WINDOW_PAD, max(times) + TOOL_WINDOW_PAD
             if start.tzinfo is not None:
-                low, high = low.replace(tzinfo=start.tzinfo), high.replace(tzinfo=start.tzinfo)
+                # The window may be UTC (from BK-JOB's step times): place the engine's wall clock in
+                # its own zone first, never stamp it with the window's zone.
+                zone = ZoneInfo(time_zone)
+                low, high = low.replace(tzinfo=zone), high.replace(tzinfo=zone)
             start, end = max(start, low), min(end, high)
             if end <= start:
                 start, end = collected.window
@@ -206,7 +212,11 @@ def make_model_step(
             bklog=bklog,
             gse=gse,
             window=collected.window,
-            scope=ToolScope.of(collected, bklog.layout if bklog else None),
+            scope=ToolScope.of(
+                collected,
+                bklog.layout if bklog else None,
+                bklog.time_zone if bklog else settings.bklog.time_zone,
+            ),
         )
         result = await llm_diagnose(
             client,

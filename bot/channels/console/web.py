@@ -62,6 +62,7 @@ _COOKIE_SALT = b"job-doctor console session v1"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 _ASSETS = {
     "app.js": "text/javascript",
+    "markdown.js": "text/javascript",
     "style.css": "text/css",
 }
 _CSP = (

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from bot.diagnosis.signatures import Catalog, SignatureMatch, load_catalog
-from tests.diagnosis.signatures.chains import EXAMPLES
+from tests.diagnosis.signatures.examples import EXAMPLES
 
 PLACEHOLDER = re.compile(r"\{[A-Za-z_]\w*\}")
 

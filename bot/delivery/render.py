@@ -191,9 +191,15 @@ def _window_text(window: Window) -> str:
         start, end = datetime.fromisoformat(window.start), datetime.fromisoformat(window.end)
     except ValueError:
         return f"{window.start} → {window.end}"
+    offset = start.utcoffset()
+    if offset is not None and end.utcoffset() is not None:
+        end = end.astimezone(start.tzinfo)  # one zone for both ends, named once
     a, b = f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"
-    zone = start.isoformat()[19:] if start.utcoffset() is not None else ""
-    return f"{a} → {b}" + (f"（UTC{zone}）" if zone else "")
+    if offset is None:
+        return f"{a} → {b}"
+    minutes = int(offset.total_seconds()) // 60
+    sign, minutes = ("-" if minutes < 0 else "+"), abs(minutes)
+    return f"{a} → {b}（UTC{sign}{minutes // 60:02d}:{minutes % 60:02d}）"
 
 
 def _header_facts(report: DiagnosisReport) -> list[str]:

@@ -122,6 +122,14 @@ class Analyzer:
         return _JobLookup(status=status if found else None, gap=why)
 
     def _window(self, req: AnalysisRequest, known: _JobLookup) -> tuple[datetime, datetime]:
+        """The BkLog window, both ends in BkLog's zone: the report shows it beside the log times."""
+        start, end = self._window_any_zone(req, known)
+        return self._local(start), self._local(end)
+
+    def _local(self, when: datetime) -> datetime:
+        return when.replace(tzinfo=self.tz) if when.tzinfo is None else when.astimezone(self.tz)
+
+    def _window_any_zone(self, req: AnalysisRequest, known: _JobLookup) -> tuple[datetime, datetime]:
         now = self._clock()
         cfg = self.settings.bklog
         if req.since or req.until:

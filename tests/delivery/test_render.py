@@ -306,6 +306,15 @@ def test_header_without_lines_names_the_window_only() -> None:
     assert "检索窗口" not in render_text(make_report(span=None, window=None))
 
 
+def test_window_names_one_zone_whatever_the_ends_carry() -> None:
+    # BK-JOB's millisecond times and a clock in another zone: one zone, whole seconds, named once
+    window = Window(start="2024-09-03T08:37:07.558000+00:00", end="2024-09-03T16:57:11.120000+08:00")
+    line = next(x for x in render_text(make_report(window=window)).split("\n") if x.startswith("检索窗口"))
+    assert line == "检索窗口：2024-09-03 08:37:07 → 2024-09-03 08:57:11（UTC+00:00）"
+    west = Window(start="2024-09-03T08:00:00-05:30", end="2024-09-03T09:00:00-05:30")
+    assert "（UTC-05:30）" in render_text(make_report(window=west))
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [(0.082, "82 毫秒"), (61.4, "1 分 1 秒"), (3725, "1 小时 2 分"), (90000, "1 天 1 小时")],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -125,6 +126,10 @@ async def test_a_step_link_gives_the_hosts_and_what_they_printed(world: World) -
     text = await analyze(world.env(), "--url", link(sc))
     assert text.returncode == 0, text.stderr
     assert decisive in text.stdout and "2 台 脚本返回码非零 exit_code=1" in text.stdout
+    # the window BK-JOB's step times gave is shown in BkLog's zone, beside the log times
+    assert report["window"]["start"].endswith("+08:00") and report["window"]["end"].endswith("+08:00")
+    window_line = next(line for line in text.stdout.splitlines() if line.startswith("检索窗口："))
+    assert re.fullmatch(r"检索窗口：\d{4}-\d\d-\d\d \d\d:\d\d:\d\d → .+（UTC\+08:00）", window_line)
     # the password the script printed appears nowhere: report, chat text, logs
     for planted in sc.expected.absent:
         assert planted not in res.stdout + res.stderr + text.stdout + text.stderr
@@ -143,6 +148,20 @@ async def test_a_bare_id_finds_its_business_in_the_configured_ones(world: World)
     ]
     assert tried == [("biz", "1"), ("biz_set", "9991001"), ("biz", "2")]
     assert report["links"] == [link(sc) + "&retryCount=0"]
+
+
+async def test_a_scope_given_on_the_command_line_is_the_one_asked(world: World) -> None:
+    sc = scenario()
+    await world.start(sc)
+    env = world.env(JOB_DOCTOR_BKJOB__SCOPES='["biz:1"]')  # the configured guess would be wrong
+    res = await analyze(env, "--step-id", str(sc.expected.step_instance_id), "--scope", "biz:2", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["scope"] == "biz:2" and len(report["host_groups"]) == 2
+    asked = {
+        (r.query["bk_scope_type"], r.query["bk_scope_id"]) for r in world.requests("get_job_instance_status")
+    }
+    assert asked == {("biz", "2")}
 
 
 async def test_a_biz_set_link_calls_bkjob_with_the_biz_set(world: World) -> None:

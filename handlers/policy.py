@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from bot.core.models import IncomingMessage
 from bot.core.settings import ChatSettings
@@ -14,9 +15,19 @@ SILENT = ""  # refused without a word (not our group, or already told about the 
 
 
 class AccessPolicy:
-    def __init__(self, chat: ChatSettings, store: Store) -> None:
+    def __init__(self, chat: ChatSettings, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.chat = chat
         self.store = store
+        self._clock = clock
+
+    async def _per_minute(self, *parts: str) -> float:
+        """Messages in the last 60 s, counting this one: this minute's counter plus the previous
+        minute's weighted by how much of it is still inside the 60 s. Clock-minute windows alone let a
+        sender through twice the limit across a minute boundary."""
+        minute, into = divmod(self._clock(), 60.0)
+        now = await self.store.incr(self.store.key(*parts, int(minute)), ttl_s=150)
+        before = await self.store.get_int(self.store.key(*parts, int(minute) - 1))
+        return now + before * (1.0 - into / 60.0)
 
     async def check(self, msg: IncomingMessage, *, turn: str = "") -> str | None:
         """None when the sender may use the bot now; else the polite refusal (`SILENT` = say nothing).
@@ -53,20 +64,11 @@ class AccessPolicy:
                 self.store.key("rl", "refused", msg.channel, msg.chat_id, msg.sender_id), 3600
             )
             return texts.NOT_ALLOWED if told else SILENT
-        window = int(time.time() // 60)
-        user_n = await self.store.incr(
-            self.store.key("rl", "u", msg.channel, msg.limit_key, window), ttl_s=90
-        )
-        group_n = 0
-        if msg.is_group:
-            group_n = await self.store.incr(
-                self.store.key("rl", "g", msg.channel, msg.chat_id, window), ttl_s=90
-            )
+        user_n = await self._per_minute("rl", "u", msg.channel, msg.limit_key)
+        group_n = await self._per_minute("rl", "g", msg.channel, msg.chat_id) if msg.is_group else 0.0
         if user_n > chat.user_rate_per_min or group_n > chat.group_rate_per_min:
-            # Say it once per window, then stay quiet: a flood must not make the bot flood back.
-            first = await self.store.claim(
-                self.store.key("rl", "told", msg.chat_id, msg.limit_key, window), 90
-            )
+            # Say it once a minute, then stay quiet: a flood must not make the bot flood back.
+            first = await self.store.claim(self.store.key("rl", "told", msg.chat_id, msg.limit_key), 60)
             return texts.RATE_LIMITED if first else SILENT
         return None
 
@@ -80,7 +82,7 @@ class AccessPolicy:
         kept = self.store.key("policy", "force", turn) if turn else ""
         if kept and (known := await self.store.get_json(kept)) is not None:
             return bool(known)
-        hour = int(time.time() // 3600)
+        hour = int(self._clock() // 3600)
         used = await self.store.incr(
             self.store.key("rl", "force", msg.channel, msg.limit_key, hour), ttl_s=3700
         )

@@ -152,6 +152,19 @@ def answer_code(question: str) -> str | None:
     return "\n".join(dict.fromkeys(lines)) if lines else None
 
 
+_NAMES_A_CODE = re.compile(r"(?i)状态码|错误码|错误代码|状态值|\bcode\b")
+
+
+def unknown_code(question: str) -> int | None:
+    """The one code a question asks about by name ("状态码 313 是什么意思") that no table knows.
+
+    Answered as unknown, never handed to the model: an invented meaning costs the bot its users' trust."""
+    if not _NAMES_A_CODE.search(question) or answer_code(question) is not None:
+        return None
+    asked = [m for m in _CODE.finditer(question) if not _EXIT_BEFORE.search(question, 0, m.start())]
+    return int(asked[0].group(1)) if len(asked) == 1 else None
+
+
 def asks_meaning(question: str) -> bool:
     """The question asks what a code means ("状态码 310 是什么意思", a bare "310？")."""
     rest = _CODE.sub("", question)

@@ -29,6 +29,8 @@ class Answers:
         exact = knowledge.answer_topic(question) or code or knowledge.answer_codes_in_general(question)
         if exact is not None:
             return exact
+        if (unknown := knowledge.unknown_code(question)) is not None:
+            return texts.UNKNOWN_CODE.format(code=unknown)
         if self.model is not None:
             # The model's tokens are charged to the asking chat's daily budget.
             got = await self.model(

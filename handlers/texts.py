@@ -34,6 +34,10 @@ UUID_HINT = (
     "带横线的 UUID 是 GseTaskEvent 的 requestId，不是 traceId；请提供 stepInstanceId 或 32 位 traceId。"
 )
 CHATTER_HINT = "需要我分析失败的作业步骤吗？请附上 stepInstanceId 或 BK-JOB 步骤链接；发送「帮助」查看用法。"
+UNKNOWN_CODE = (
+    "{code} 不在作业平台的作业/步骤状态、主机状态和接口错误码表里，请核对数字。"
+    "要诊断一次具体的失败，请发送 stepInstanceId 或 BK-JOB 步骤链接。"
+)
 QA_FALLBACK = (
     "这个问题我没有现成的答案。不用大模型我也能回答这些常见问题：{topics}；还能解释状态码和错误码，"
     "例如「状态码 310 是什么意思」。要诊断一次具体的失败，请发送 stepInstanceId、BK-JOB 步骤链接或 "

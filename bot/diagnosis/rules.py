@@ -25,7 +25,7 @@ from bot.diagnosis.hosts import StepFacts, hosts_line
 from bot.diagnosis.lessons import read_lessons
 from bot.diagnosis.records import LogRecord
 from bot.diagnosis.signatures import SignatureMatch
-from bot.diagnosis.stuck import stuck_report
+from bot.diagnosis.stuck import STUCK_ACTIONS, stage_where_chain_stops, stuck_report, unfinished_chain
 
 MAX_EVIDENCE = 10
 CONFIDENT = 0.55  # a match this sure settles the cause: its hints become actions, not missing info
@@ -200,6 +200,18 @@ def _first_fail_stage(cond: Condensed) -> Stage:
     return "unknown"
 
 
+def _unfinished(cond: Condensed, inp: RuleInputs) -> bool:
+    """The chain stops before the step's end with no error, no failed phase, and BK-JOB did not say
+    the step ended (a BK-JOB 'running' is handled by the stuck report itself)."""
+    ended = inp.hosts is not None and inp.hosts.step is not None and not inp.hosts.running
+    return (
+        not ended
+        and any(t.status == "missing" for t in cond.timeline)
+        and not any(t.status == "fail" for t in cond.timeline)
+        and not any((r.level or "") in ("ERROR", "WARN") for r in cond.key_lines)
+    )
+
+
 def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
     c, cond, match = inp.collected, inp.condensed, inp.match
     base = DiagnosisReport(
@@ -271,7 +283,15 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
     lessons = read_lessons(cond.records, failing)
     evidence = _merge_evidence(lessons.evidence(), evidence)
     what = _what(inp)
-    if stage == "unknown":
+    actions = stage_actions().get(stage, Actions())
+    if _unfinished(cond, inp) and not lessons.evidence():
+        # Nothing failed and the step's end never came: say where it stops, not that it failed.
+        stage = stage_where_chain_stops(cond.timeline)
+        last_own = _run_tail(cond, 1)
+        summary, cause, gap = unfinished_chain(what, stage, last_own[-1] if last_own else None)
+        confidence, actions = 0.4, STUCK_ACTIONS
+        missing.insert(0, gap)
+    elif stage == "unknown":
         summary = f"{what} 的日志中没有找到明确的失败点。"
         cause = "日志没有给出失败原因；可能需要更完整的日志或主机侧信息。"
         confidence = 0.1
@@ -299,7 +319,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
             "root_cause": cause,
             "signature": None,
             "evidence": evidence,
-            "actions": stage_actions().get(stage, Actions()),
+            "actions": actions,
             "prevention": ["为作业关键步骤配置失败告警，并保留 job_request_id 以便排查"],
             "missing_info": missing,
             "confidence": confidence,

@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.core.codes import codes
-from bot.core.models import STAGE_ZH, Actions, DiagnosisReport, Stage
+from bot.core.models import STAGE_ZH, Actions, DiagnosisReport, Stage, TimelineEntry
 from bot.diagnosis.hosts import StepFacts, waited
+from bot.diagnosis.records import LogRecord
 
 SAFETY_NET_S = 300  # the engine ends result polling at timeout + 300 s (bk-job.md, "Script timeout")
 
@@ -25,6 +26,16 @@ _WAITING_FOR: dict[str, str] = {
 }
 
 
+STUCK_ACTIONS = Actions(
+    immediate=[
+        "确认脚本是否在等待输入、死循环或被后台进程占用了标准输出（nohup 启动的进程要重定向输出）",
+        "确实卡住时在 BK-JOB 中「强制终止」该作业，处理后重新执行",
+    ],
+    root_fix=["让脚本在超时时间内结束：网络调用设置超时、避免交互式命令、后台进程重定向输出"],
+    improvements=["为长任务设置合理的步骤超时，避免一直占用执行配额"],
+)
+
+
 def _duration(seconds: float) -> str:
     s = int(max(seconds, 0))
     if s < 60:
@@ -35,10 +46,14 @@ def _duration(seconds: float) -> str:
 
 
 def stuck_stage(report: DiagnosisReport) -> Stage:
-    for entry in report.timeline:
+    return stage_where_chain_stops(report.timeline)
+
+
+def stage_where_chain_stops(timeline: list[TimelineEntry]) -> Stage:
+    for entry in timeline:
         if entry.status == "missing" and entry.phase in STAGE_ZH:
             return entry.phase  # type: ignore[return-value]
-    reached = [e.phase for e in report.timeline if e.status in ("ok", "warn", "fail") and e.phase in STAGE_ZH]
+    reached = [e.phase for e in timeline if e.status in ("ok", "warn", "fail") and e.phase in STAGE_ZH]
     if reached:
         return reached[-1]  # type: ignore[return-value]
     return "execution"
@@ -81,14 +96,6 @@ def stuck_report(report: DiagnosisReport, facts: StepFacts, now: datetime | None
     if ran is not None:
         summary += f"，已运行 {_duration(ran)}" + (f"（超时 {_duration(timeout)}）" if timeout else "")
     summary += "。"
-    actions = Actions(
-        immediate=[
-            "确认脚本是否在等待输入、死循环或被后台进程占用了标准输出（nohup 启动的进程要重定向输出）",
-            "确实卡住时在 BK-JOB 中「强制终止」该作业，处理后重新执行",
-        ],
-        root_fix=["让脚本在超时时间内结束：网络调用设置超时、避免交互式命令、后台进程重定向输出"],
-        improvements=["为长任务设置合理的步骤超时，避免一直占用执行配额"],
-    )
     earlier = report.root_cause
     cause = "\n".join(lines)
     if report.signature and earlier:
@@ -100,7 +107,7 @@ def stuck_report(report: DiagnosisReport, facts: StepFacts, now: datetime | None
             "running": True,
             "fault_side": "unknown" if not late else report.fault_side,
             "root_cause": cause,
-            "actions": actions,
+            "actions": STUCK_ACTIONS,
             # "no known signature" is no gap here: a run that has not ended matches none
             "missing_info": [
                 *missing,
@@ -113,3 +120,18 @@ def stuck_report(report: DiagnosisReport, facts: StepFacts, now: datetime | None
             "confidence": max(report.confidence, 0.6) if waiting or ran is not None else report.confidence,
         }
     )
+
+
+def unfinished_chain(what: str, stage: Stage, last: LogRecord | None) -> tuple[str, str, str]:
+    """Summary, cause and the gap for a chain that neither failed nor ended, with BK-JOB not saying
+    whether the step still runs: where it stops, not an invented failure."""
+    summary = f"{what} 的日志停在{STAGE_ZH[stage]}阶段，既没有失败记录也没有结束记录：步骤可能仍在执行中。"
+    cause = f"调用链停在「{STAGE_ZH[stage]}」阶段：{_WAITING_FOR.get(stage, '等待后续处理')}。"
+    if last is not None:
+        cause += f"\n该步骤最后一条日志（{last.time_text or '时间未知'}）：{last.message[:300]}"
+    cause += "\n日志中没有错误或失败的记录：这更像一个还没结束、或结果迟迟没有返回的步骤，而不是一次已知原因的失败。"
+    gap = (
+        "无法确认该步骤是否仍在执行：请在 BK-JOB 页面查看步骤状态；若已经结束，其后的日志可能还没有采集到，"
+        "稍后再发一次 id（可带上失败时间）"
+    )
+    return summary, cause, gap

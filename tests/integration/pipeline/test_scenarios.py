@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 import aiohttp
@@ -107,3 +108,18 @@ async def test_scenario_timeline_reads_like_the_run(scenario: Scenario) -> None:
         # the run's failure is among the events of the phase that failed
         failed = [e for e in report.timeline if e.status == "fail"]
         assert all(e.events for e in failed)
+
+
+async def test_a_chain_that_stops_without_failing_is_not_called_a_failure() -> None:
+    """Asked while the step runs, with no BK-JOB to say so: where the chain stops, no invented failure."""
+    stuck = next(s for s in SCENARIOS if s.name == "stuck_gse_results_pending")
+    async with aiohttp.ClientSession() as session:
+        result = await run_scenario(replace(stuck, bkjob=None), session)
+    report = result.report
+    assert report is not None and report.signature is None and not report.running
+    assert report.stage == "execution" and report.fault_side == "unknown"
+    assert "可能仍在执行中" in report.summary and "阶段失败" not in report.summary
+    assert "出现异常" not in report.root_cause
+    assert "notFinishedTargetExecuteObjectGseKeys" in report.root_cause  # the line where it stops
+    assert report.missing_info[0].startswith("无法确认该步骤是否仍在执行")
+    assert "强制终止" in " ".join(report.actions.immediate)

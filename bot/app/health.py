@@ -16,7 +16,17 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-Probe = Callable[[], Awaitable[str]]  # returns a short detail on success, raises on failure
+
+@dataclass(frozen=True)
+class Detail:
+    """A probe's success in two forms: `text` for `check` and the logs, `public` for /readyz."""
+
+    text: str
+    public: str
+
+
+# returns a short detail on success (a plain string: /readyz shows only "ok"), raises on failure
+Probe = Callable[[], Awaitable[str | Detail]]
 Status = Literal["ok", "degraded", "down"]
 
 
@@ -62,8 +72,9 @@ class Health:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(self.probe_timeout_s):
-                detail = await check.probe()
-            ok, reason = True, "ok"
+                got = await check.probe()
+            ok = True
+            detail, reason = (got.text, f"ok: {got.public}") if isinstance(got, Detail) else (got, "ok")
         except TimeoutError:
             ok, detail, reason = False, f"no answer within {self.probe_timeout_s:g}s", "timeout"
         except Exception as exc:  # a probe failure is data, never a crash of /readyz

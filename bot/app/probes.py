@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.app.health import Health, Probe
+from bot.app.health import Detail, Health, Probe
 from bot.clients.bkjob import BkJobClient
 from bot.clients.bklog import BkLogClient
 from bot.clients.gateway import GatewayError
@@ -54,7 +54,11 @@ def _failed(err: GatewayError) -> ProbeFailed:
 def redis_probe(store: Store) -> Probe:
     # The topology and a real write, not just a PING: a Sentinel setup without a master or a cluster
     # with a failing node is down even while some server still answers PING.
-    return store.health
+    async def probe() -> Detail:
+        detail = await store.health()
+        return Detail(detail, store.public_state)
+
+    return probe
 
 
 def bklog_probe(client: BkLogClient) -> Probe:

@@ -22,7 +22,15 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import MovedError, RedisError
 
-from bot.core.topology import Connection, RedisClient, RedisTopology, TopologyUnhealthy, connect, inspect
+from bot.core.topology import (
+    CLUSTER_NODE,
+    Connection,
+    RedisClient,
+    RedisTopology,
+    TopologyUnhealthy,
+    connect,
+    inspect,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +80,7 @@ class Store:
         self.topology = topology or RedisTopology("embedded" if embedded else "single")
         self._connection = connection
         self._topology_seen = ""  # the last topology state health() found, logged when it changes
+        self.public_state = ""  # the same without addresses, for /readyz
         self._unreplicated_logged = 0.0
 
     @property
@@ -104,9 +113,11 @@ class Store:
         primary) and a write in the inbox's slot, the write every callback depends on.
         """
         if self.embedded:
+            self.public_state = "embedded store"
             return f"embedded store ({await self.ping():.1f} ms)"
         # The topology first: "no master known" says more than the refused connection behind it.
-        detail = await inspect(self.topology, self._connection) if self._connection else ""
+        state = await inspect(self.topology, self._connection) if self._connection else None
+        detail = state.detail if state is not None else ""
         if detail and detail != self._topology_seen:
             # Names hosts: for the logs and `check` only, never /readyz. A failover shows up here.
             log.info("store_topology", detail=detail, before=self._topology_seen or None)
@@ -115,9 +126,8 @@ class Store:
         try:
             await self.redis.set(self.key("health", slot=INBOX_SLOT), str(int(time.time())), px=60_000)
         except MovedError:
-            raise TopologyUnhealthy(
-                "the server is a Redis Cluster node: set JOB_DOCTOR_REDIS_CLUSTER=true"
-            ) from None
+            raise TopologyUnhealthy(CLUSTER_NODE, "cluster node, cluster mode not set") from None
+        self.public_state = state.public if state is not None else self.topology.kind
         return f"PONG ({ms:.1f} ms), {detail or self.topology.describe()}"
 
     async def eval_replicated(self, script: str, numkeys: int, *args: Any) -> Any:

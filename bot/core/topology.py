@@ -25,7 +25,16 @@ RedisClient = aioredis.Redis | RedisCluster
 
 
 class TopologyUnhealthy(RedisError):
-    """The servers answer, but not as a store the bot can write to (no master, cluster failing)."""
+    """The servers answer, but not as a store the bot can write to (no master, cluster failing).
+
+    `reason` is the few fixed words /readyz may show; the message names hosts (logs, `check`)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+CLUSTER_NODE = "the server is a Redis Cluster node: set JOB_DOCTOR_REDIS_CLUSTER=true"
 
 
 @dataclass(frozen=True)
@@ -117,7 +126,13 @@ def connect(topology: RedisTopology, *, timeout_s: float) -> Connection:
 # --------------------------------------------------------------------------- health
 
 
-async def inspect(topology: RedisTopology, conn: Connection) -> str:
+@dataclass(frozen=True)
+class TopologyState:
+    detail: str  # names hosts: `check` and the logs
+    public: str  # no address: /readyz
+
+
+async def inspect(topology: RedisTopology, conn: Connection) -> TopologyState:
     """Where the store is and whether it can take writes; raises TopologyUnhealthy/RedisError when not.
 
     A PING that some node answers proves little: a Sentinel setup must have a master it names and
@@ -131,18 +146,18 @@ async def inspect(topology: RedisTopology, conn: Connection) -> str:
     return await _inspect_single(topology, conn)
 
 
-async def _inspect_single(topology: RedisTopology, conn: Connection) -> str:
+async def _inspect_single(topology: RedisTopology, conn: Connection) -> TopologyState:
     try:
         info = await conn.client.info("cluster")
     except ResponseError:  # a proxy may not know INFO sections: nothing to tell then
         info = {}
     if int(info.get("cluster_enabled", 0) or 0):
         # Only the slots of this one node would work: most callbacks would fail with MOVED.
-        raise TopologyUnhealthy("the server is a Redis Cluster node: set JOB_DOCTOR_REDIS_CLUSTER=true")
-    return topology.describe()
+        raise TopologyUnhealthy(CLUSTER_NODE, "cluster node, cluster mode not set")
+    return TopologyState(topology.describe(), "single server")
 
 
-async def _inspect_sentinel(topology: RedisTopology, conn: Connection) -> str:
+async def _inspect_sentinel(topology: RedisTopology, conn: Connection) -> TopologyState:
     assert conn.sentinel is not None
     answering = 0
     for sentinel in conn.sentinel.sentinels:
@@ -156,19 +171,24 @@ async def _inspect_sentinel(topology: RedisTopology, conn: Connection) -> str:
         host, port = await conn.sentinel.discover_master(topology.master_name)
     except RedisError:
         raise TopologyUnhealthy(
-            f"no master known for {topology.master_name!r} ({answering}/{total} sentinels answer)"
+            f"no master known for {topology.master_name!r} ({answering}/{total} sentinels answer)",
+            f"sentinel: no master known ({answering}/{total} sentinels answer)",
         ) from None
     info = await conn.client.info("replication")
     if info.get("role") != "master":
-        raise TopologyUnhealthy(f"{host}:{port} is announced as master but is a {info.get('role')}")
+        raise TopologyUnhealthy(
+            f"{host}:{port} is announced as master but is a {info.get('role')}",
+            "sentinel: the announced master is not a master",
+        )
     replicas = int(info.get("connected_slaves", 0))
-    return (
+    return TopologyState(
         f"sentinel master {topology.master_name!r} at {host}:{port}, {replicas} replica(s),"
-        f" {answering}/{total} sentinels"
+        f" {answering}/{total} sentinels",
+        f"sentinel: master known, {replicas} replica(s), {answering}/{total} sentinels",
     )
 
 
-async def _inspect_cluster(client: RedisCluster) -> str:
+async def _inspect_cluster(client: RedisCluster) -> TopologyState:
     await client.initialize()  # re-reads the slots map when a node changed
     primaries = client.get_primaries()
 
@@ -187,5 +207,8 @@ async def _inspect_cluster(client: RedisCluster) -> str:
         else:
             slots = max(slots, int(res.get("cluster_slots_ok", 0)))
     if bad:
-        raise TopologyUnhealthy("cluster not ok: " + "; ".join(bad)[:200])
-    return f"cluster ok: {len(primaries)} primaries, {slots}/16384 slots"
+        raise TopologyUnhealthy(
+            "cluster not ok: " + "; ".join(bad)[:200], f"cluster not ok: {len(bad)} node(s) failing"
+        )
+    ok = f"cluster ok: {len(primaries)} primaries, {slots}/16384 slots"
+    return TopologyState(ok, ok)

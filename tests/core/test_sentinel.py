@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.app.health import public_reason
 from bot.core.models import IncomingMessage
 from bot.core.settings import load_settings
 from bot.core.store import Store, StoreError, open_store
@@ -54,6 +55,7 @@ async def test_health_names_the_master_its_replicas_and_the_sentinels(
     detail = await store.health()
     assert f"sentinel master 'mymaster' at {topology.master.address}, 1 replica(s), 3/3 sentinels" in detail
     assert PASSWORD not in detail
+    assert store.public_state == "sentinel: master known, 1 replica(s), 3/3 sentinels"  # /readyz: no address
 
 
 async def test_an_accepted_message_is_on_the_replica_when_the_callback_is_answered(
@@ -103,6 +105,7 @@ async def test_the_store_follows_the_master_through_a_failover_and_says_when_non
             await store.health()
         except TopologyUnhealthy as exc:
             assert "no master known for 'mymaster' (3/3 sentinels answer)" in str(exc)
+            assert public_reason(exc) == "sentinel: no master known (3/3 sentinels answer)"  # /readyz
             break
         except StoreError:
             pass  # the connection to the dead master fails first

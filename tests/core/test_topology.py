@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from bot.app.health import public_reason
 from bot.core.settings import ConfigError, load_settings
 from bot.core.store import INBOX_SLOT, Store, open_store
 from bot.core.topology import RedisTopology, TopologyUnhealthy
@@ -129,6 +130,9 @@ async def test_a_cluster_node_opened_as_one_server_is_not_healthy(redis_cluster:
             except TopologyUnhealthy as exc:
                 failures.append(str(exc))
         assert len(failures) == 3 and all("JOB_DOCTOR_REDIS_CLUSTER=true" in f for f in failures)
+        with pytest.raises(TopologyUnhealthy) as caught:
+            await stores[0].health()
+        assert public_reason(caught.value) == "cluster node, cluster mode not set"  # what /readyz says
     finally:
         for st in stores:
             await st.close()
@@ -145,8 +149,12 @@ async def test_a_cluster_with_a_dead_node_is_down_even_though_other_nodes_answer
     try:
         assert "cluster ok" in await store.health()
         cluster.nodes[2].kill()
-        with pytest.raises(TopologyUnhealthy, match=r"cluster not ok: 127\.0\.0\.1:[0-9]+ unreachable"):
+        with pytest.raises(
+            TopologyUnhealthy, match=r"cluster not ok: 127\.0\.0\.1:[0-9]+ unreachable"
+        ) as caught:
             await store.health()
+        # /readyz gets the state without the node's address
+        assert public_reason(caught.value) == "cluster not ok: 1 node(s) failing"
         with redis.Redis(port=cluster.nodes[0].port) as alive:
             assert alive.ping()  # what a PING-only probe would have taken for health
     finally:

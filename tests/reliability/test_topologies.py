@@ -100,6 +100,8 @@ async def _green_again(
         except (aiohttp.ClientError, TimeoutError):
             status, body = 0, {}
         if status == 200 and _on_master(bot, master):
+            # /readyz names the topology's state, not where the master is
+            assert body["checks"]["redis"]["detail"].startswith("ok: sentinel: master known"), body
             return time.monotonic(), body
         await asyncio.sleep(0.25)
 
@@ -226,6 +228,7 @@ async def test_two_replicas_on_a_cluster_report_every_request_once(
         status, body = await readyz(session, bot)
         assert status == 200, body
         assert "cluster ok: 3 primaries, 16384/16384 slots" in bot.events("store_topology")[-1]["detail"]
+        assert body["checks"]["redis"]["detail"] == "ok: cluster ok: 3 primaries, 16384/16384 slots"
 
     asks: list[Ask] = [("张三", s) for s in steps]
     calls = [(bot, ask) for ask in asks for bot in (a, b)]  # every request sent twice, once to each

@@ -79,6 +79,12 @@ class AibotHttpHandler:
     async def close(self) -> None:
         return None
 
+    def _unavailable(self, exc: RedisError) -> web.Response:
+        """Not acknowledged (WeCom calls again), and counted like every refused callback."""
+        self.ingress.reject(self.channel.name, "store_unavailable")
+        log.error("aibot_store_unavailable", error=type(exc).__name__)
+        return web.Response(status=503)
+
     def _reject(self, status: int, reason: str) -> web.Response:
         self.ingress.reject(self.channel.name, reason)
         log.warning("aibot_callback_rejected", reason=reason, status=status)
@@ -108,14 +114,14 @@ class AibotHttpHandler:
         except _Rejected as exc:
             return self._reject(exc.status, exc.reason)
         except RedisError as exc:
-            log.error("aibot_store_unavailable", error=type(exc).__name__)
-            return web.Response(status=503)  # not acknowledged: WeCom calls again
+            return self._unavailable(exc)
         cb = classify_callback(data, bot_name=self.options.bot_name)
         try:
             payload = await self._answer(cb)
-        except (RedisError, IngressUnavailable) as exc:
-            log.error("aibot_store_unavailable", error=type(exc).__name__)
-            return web.Response(status=503)
+        except IngressUnavailable:
+            return web.Response(status=503)  # counted and logged by the ingress
+        except RedisError as exc:
+            return self._unavailable(exc)
         if payload is None:
             return web.Response(status=200)  # empty body: nothing to say
         return web.Response(text=self.crypto.seal_reply_json(payload, nonce), content_type="application/json")

@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from bot.channels.wecom.aibot import AibotOptions
 from bot.channels.wecom.http_mode import PATH
 from bot.delivery.render import HEADER_PREFIX
+from bot.devtools.redislab import SingleRedis
 from handlers import texts
 from handlers.texts import AIBOT_PLACEHOLDER as PLACEHOLDER
 from handlers.texts import AIBOT_STILL_WORKING as STILL_WORKING
@@ -29,6 +31,7 @@ from tests.channels.aibot.conftest import (
     get_metrics,
     settle,
 )
+from tests.conftest import require_redis_server
 from tests.support.fakes.wecom_aibot import FakeResponseUrl, WeComAibotSide
 
 STEP = 20031265375
@@ -230,3 +233,25 @@ async def test_mixed_events_and_other_types(
 
     unknown = await caller.stream(side.refresh("no-such-stream"))
     assert unknown["finish"] is True
+
+
+async def test_a_store_outage_answers_503_and_counts_it(
+    aiohttp_client: ClientFactory, side: WeComAibotSide, key_prefix: str, tmp_path: Path
+) -> None:
+    """WeCom calls again after a 503: nothing is acknowledged unstored, and /metrics shows it."""
+    require_redis_server()
+    redis = SingleRedis(tmp_path).start()
+    try:
+        settings = aibot_settings(key_prefix).model_copy(update={"redis_url": redis.url})
+        client = await aiohttp_client(await build_app(settings, AnalyzeStub(), AibotOptions()))
+        caller = AibotCaller(client, side)
+        redis.server.kill()
+        for text in (f"@job-doctor {STEP}", "状态码 310 是什么意思"):
+            params, body = side.callback(side.text(text))
+            resp = await client.post(PATH, params=params, data=body)
+            assert resp.status == 503 and await resp.text() == ""
+        metrics = await get_metrics(caller.client)
+        refused = 'job_doctor_messages_rejected_total{channel="wecom_aibot",reason="store_unavailable"} 2.0'
+        assert refused in metrics
+    finally:
+        redis.close()

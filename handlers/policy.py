@@ -20,14 +20,12 @@ class AccessPolicy:
         self.store = store
         self._clock = clock
 
-    async def _per_minute(self, *parts: str) -> float:
-        """Messages in the last 60 s, counting this one: this minute's counter plus the previous
-        minute's weighted by how much of it is still inside the 60 s. Clock-minute windows alone let a
-        sender through twice the limit across a minute boundary."""
-        minute, into = divmod(self._clock(), 60.0)
-        now = await self.store.incr(self.store.key(*parts, int(minute)), ttl_s=150)
-        before = await self.store.get_int(self.store.key(*parts, int(minute) - 1))
-        return now + before * (1.0 - into / 60.0)
+    async def _last_minute(self, limit: int, *parts: str) -> int:
+        """Messages in the last 60 s, this one included (refused ones count too: a flood stays out).
+        Clock-minute counters let a sender through twice the limit across a minute boundary."""
+        return await self.store.count_recent(
+            self.store.key(*parts), now_s=self._clock(), window_s=60.0, keep=limit + 1
+        )
 
     async def check(self, msg: IncomingMessage, *, turn: str = "") -> str | None:
         """None when the sender may use the bot now; else the polite refusal (`SILENT` = say nothing).
@@ -64,8 +62,10 @@ class AccessPolicy:
                 self.store.key("rl", "refused", msg.channel, msg.chat_id, msg.sender_id), 3600
             )
             return texts.NOT_ALLOWED if told else SILENT
-        user_n = await self._per_minute("rl", "u", msg.channel, msg.limit_key)
-        group_n = await self._per_minute("rl", "g", msg.channel, msg.chat_id) if msg.is_group else 0.0
+        user_n = await self._last_minute(chat.user_rate_per_min, "rl", "u", msg.channel, msg.limit_key)
+        group_n = 0
+        if msg.is_group:
+            group_n = await self._last_minute(chat.group_rate_per_min, "rl", "g", msg.channel, msg.chat_id)
         if user_n > chat.user_rate_per_min or group_n > chat.group_rate_per_min:
             # Say it once a minute, then stay quiet: a flood must not make the bot flood back.
             first = await self.store.claim(self.store.key("rl", "told", msg.chat_id, msg.limit_key), 60)

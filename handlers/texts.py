@@ -35,7 +35,8 @@ UUID_HINT = (
 )
 CHATTER_HINT = "需要我分析失败的作业步骤吗？请附上 stepInstanceId 或 BK-JOB 步骤链接；发送「帮助」查看用法。"
 UNKNOWN_CODE = (
-    "{code} 不在作业平台的作业/步骤状态、主机状态和接口错误码表里，请核对数字。"
+    "我的码表里没有 {code}（只收录了常见的作业/步骤状态、主机状态、接口错误码和 GSE error_code），"
+    "无法确认它的含义；请核对数字，或查阅作业平台的错误码文档。"
     "要诊断一次具体的失败，请发送 stepInstanceId 或 BK-JOB 步骤链接。"
 )
 QA_FALLBACK = (

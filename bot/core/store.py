@@ -47,6 +47,16 @@ if tonumber(ARGV[2]) > 0 and redis.call('pttl', KEYS[1]) < 0 then redis.call('pe
 return v
 """
 
+# One sorted set per key: members are events scored by time. Drops what left the window, adds this
+# event, keeps only the newest `keep` (enough to say "over the limit"), and counts.
+_SLIDING_COUNT = """
+redis.call('zremrangebyscore', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+redis.call('zadd', KEYS[1], ARGV[1], ARGV[3])
+redis.call('zremrangebyrank', KEYS[1], 0, -(tonumber(ARGV[4]) + 1))
+redis.call('pexpire', KEYS[1], ARGV[2])
+return redis.call('zcard', KEYS[1])
+"""
+
 StoreError = RedisError
 
 # The slot of the inbox: its stream and the dedup keys written with each entry.
@@ -192,6 +202,14 @@ class Store:
     async def incr(self, key: str, amount: int = 1, ttl_s: float = 0) -> int:
         """Increment; the expiry is set when the counter is created (fixed window)."""
         result = await self.redis.eval(_INCR_EXPIRE, 1, key, amount, int(ttl_s * 1000))
+        return int(result)
+
+    async def count_recent(self, key: str, *, now_s: float, window_s: float, keep: int) -> int:
+        """Count one more event under `key` and return the events of the last `window_s` seconds,
+        this one included (at most `keep`: the set holds no more, whatever the flood)."""
+        member = f"{now_s:.6f}:{secrets.token_hex(4)}"
+        now_ms, window_ms = int(now_s * 1000), max(1, int(window_s * 1000))
+        result = await self.redis.eval(_SLIDING_COUNT, 1, key, now_ms, window_ms, member, max(1, keep))
         return int(result)
 
     async def get_int(self, key: str) -> int:

@@ -29,7 +29,7 @@ class TopologyUnhealthy(RedisError):
 
     `reason` is the few fixed words /readyz may show; the message names hosts (logs, `check`)."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, reason: str = "error") -> None:
         super().__init__(message)
         self.reason = reason
 

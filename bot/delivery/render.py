@@ -194,6 +194,8 @@ def _window_text(window: Window) -> str:
     offset = start.utcoffset()
     if offset is not None and end.utcoffset() is not None:
         end = end.astimezone(start.tzinfo)  # one zone for both ends, named once
+    else:
+        offset = None  # an end without a zone: no label rather than a wrong one
     a, b = f"{start:%Y-%m-%d %H:%M:%S}", f"{end:%Y-%m-%d %H:%M:%S}"
     if offset is None:
         return f"{a} → {b}"

@@ -7,6 +7,7 @@ after the scenario's last line, so the default look-back window is what finds th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -167,10 +168,15 @@ def _detail_problems(exp: ScenarioExpectation, report: DiagnosisReport) -> list[
 
 
 async def run_scenario(
-    sc: Scenario, session: aiohttp.ClientSession, *, trace_field: str | None = None
+    sc: Scenario,
+    session: aiohttp.ClientSession,
+    *,
+    trace_field: str | None = None,
+    bklog: Mapping[str, object] | None = None,
 ) -> ScenarioResult:
     """`trace_field`: serve the logs as an install whose lines carry no `[app,traceId,spanId]`
     block and whose collector puts the traceId in that field (the bot configured to match).
+    `bklog`: BkLog settings to change (page size, query budget, ...).
     A scenario with bkjob.json also gets the sandbox BK-JOB and GSE answering for its job."""
     code, secret, _user = SANDBOX_APP
     docs = docs_from_records(sc.logs_text, trace_field=trace_field)
@@ -179,9 +185,9 @@ async def run_scenario(
     runners = [runner]
     try:
         settings = sandbox_settings(url, **await bkjob_world(sc, runners))
-        if trace_field:
-            bklog = settings.bklog.model_copy(update={"trace_field": trace_field})
-            settings = settings.model_copy(update={"bklog": bklog})
+        changes = {**(bklog or {}), **({"trace_field": trace_field} if trace_field else {})}
+        if changes:
+            settings = settings.model_copy(update={"bklog": settings.bklog.model_copy(update=changes)})
         now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
         exp = sc.expected
         req = AnalysisRequest(

@@ -201,11 +201,15 @@ def _first_fail_stage(cond: Condensed) -> Stage:
 
 
 def _unfinished(cond: Condensed, inp: RuleInputs) -> bool:
-    """The chain stops before the step's end with no error, no failed phase, and BK-JOB did not say
-    the step ended (a BK-JOB 'running' is handled by the stuck report itself)."""
-    ended = inp.hosts is not None and inp.hosts.step is not None and not inp.hosts.running
+    """The chain stops before the step's end with no error and no failed phase, every log line was
+    read, and BK-JOB could not say whether the step ended (when it says "running", the stuck report
+    speaks; when it says "ended", this is a failure whose lines are missing)."""
+    if inp.hosts is not None and inp.hosts.step is not None:
+        return False
+    c = inp.collected
     return (
-        not ended
+        not c.truncated
+        and not c.budget_exhausted
         and any(t.status == "missing" for t in cond.timeline)
         and not any(t.status == "fail" for t in cond.timeline)
         and not any((r.level or "") in ("ERROR", "WARN") for r in cond.key_lines)
@@ -288,7 +292,7 @@ def build_rule_report(inp: RuleInputs) -> DiagnosisReport:
         # Nothing failed and the step's end never came: say where it stops, not that it failed.
         stage = stage_where_chain_stops(cond.timeline)
         last_own = _run_tail(cond, 1)
-        summary, cause, gap = unfinished_chain(what, stage, last_own[-1] if last_own else None)
+        summary, cause, gap = unfinished_chain(what, stage, last_own[-1] if last_own else None, inp.now)
         confidence, actions = 0.4, STUCK_ACTIONS
         missing.insert(0, gap)
     elif stage == "unknown":

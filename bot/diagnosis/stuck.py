@@ -122,16 +122,30 @@ def stuck_report(report: DiagnosisReport, facts: StepFacts, now: datetime | None
     )
 
 
-def unfinished_chain(what: str, stage: Stage, last: LogRecord | None) -> tuple[str, str, str]:
+LONG_SILENCE_S = 6 * 3600  # logs silent this long: more likely lost or cut off than still running
+
+
+def unfinished_chain(
+    what: str, stage: Stage, last: LogRecord | None, now: datetime | None
+) -> tuple[str, str, str]:
     """Summary, cause and the gap for a chain that neither failed nor ended, with BK-JOB not saying
-    whether the step still runs: where it stops, not an invented failure."""
-    summary = f"{what} 的日志停在{STAGE_ZH[stage]}阶段，既没有失败记录也没有结束记录：步骤可能仍在执行中。"
+    whether the step still runs: where it stops and for how long, not an invented failure."""
+    silent: float | None = None
+    if last is not None and last.time is not None and now is not None:
+        logged = last.time if last.time.tzinfo is not None else last.time.replace(tzinfo=now.tzinfo)
+        silent = (now - logged).total_seconds()
+    where = f"{what} 的日志停在{STAGE_ZH[stage]}阶段，既没有失败记录也没有结束记录"
+    if silent is not None and silent > LONG_SILENCE_S:
+        summary = f"{where}，且已中断 {_duration(silent)}。"
+    else:
+        summary = f"{where}：步骤可能仍在执行中。"
     cause = f"调用链停在「{STAGE_ZH[stage]}」阶段：{_WAITING_FOR.get(stage, '等待后续处理')}。"
     if last is not None:
-        cause += f"\n该步骤最后一条日志（{last.time_text or '时间未知'}）：{last.message[:300]}"
+        ago = f"，距今 {_duration(silent)}" if silent is not None and silent >= 0 else ""
+        cause += f"\n该步骤最后一条日志（{last.time_text or '时间未知'}{ago}）：{last.message[:300]}"
     cause += "\n日志中没有错误或失败的记录：这更像一个还没结束、或结果迟迟没有返回的步骤，而不是一次已知原因的失败。"
     gap = (
-        "无法确认该步骤是否仍在执行：请在 BK-JOB 页面查看步骤状态；若已经结束，其后的日志可能还没有采集到，"
-        "稍后再发一次 id（可带上失败时间）"
+        "无法确认该步骤是否仍在执行：请在 BK-JOB 页面查看步骤状态；若已经结束，其后的日志可能没有采集到，"
+        "可稍后再发一次 id（可带上大致时间）"
     )
     return summary, cause, gap

@@ -8,7 +8,8 @@ from bot.clients.bkjob_models import JobInstance, JobInstanceStatus, StepDetail,
 from bot.core.models import DiagnosisReport, HostGroup, TimelineEntry
 from bot.delivery.render import render_text
 from bot.diagnosis.hosts import StepFacts
-from bot.diagnosis.stuck import stuck_report
+from bot.diagnosis.records import LogRecord
+from bot.diagnosis.stuck import stuck_report, unfinished_chain
 
 START = datetime(2024, 8, 14, 2, 30, tzinfo=UTC)
 
@@ -60,3 +61,17 @@ def test_without_times_it_says_what_it_cannot_tell() -> None:
     out = stuck_report(report(("dispatch", "ok")), f, START)
     assert out.stage == "dispatch" and "已运行" not in out.root_cause
     assert any("开始时间" in m for m in out.missing_info)
+
+
+def test_a_chain_silent_for_hours_is_not_called_still_running() -> None:
+    last = LogRecord(
+        raw="x",
+        message="Start pull gse task result, times: 8",
+        time=datetime(2024, 8, 14, 2, 30, 19),
+        time_text="2024-08-14 02:30:19.377",
+    )
+    tz = UTC
+    fresh, cause, _gap = unfinished_chain("步骤 7", "execution", last, datetime(2024, 8, 14, 3, 0, tzinfo=tz))
+    assert "可能仍在执行中" in fresh and "距今 29 分 41 秒" in cause
+    old, _cause, _gap = unfinished_chain("步骤 7", "execution", last, datetime(2024, 8, 17, 2, 30, tzinfo=tz))
+    assert "可能仍在执行中" not in old and "已中断 71 小时 59 分" in old

@@ -33,12 +33,21 @@ async def test_a_burst_across_a_minute_boundary_is_still_one_burst(store: Store)
     assert verdicts == [None, None, texts.RATE_LIMITED, SILENT]
 
 
+async def test_two_bursts_a_minute_boundary_apart_are_one_minute(store: Store) -> None:
+    clock = _Clock(1_800_000_059.0)  # the last second of a clock minute
+    policy = AccessPolicy(ChatSettings(user_rate_per_min=10, group_rate_per_min=1000), store, clock=clock)
+    assert [await policy.check(_msg()) for _ in range(10)] == [None] * 10
+    clock.now += 59.0  # 59 s later, near the end of the next minute: all ten still inside 60 s
+    assert await policy.check(_msg()) == texts.RATE_LIMITED
+    assert [await policy.check(_msg()) for _ in range(8)] == [SILENT] * 8
+
+
 async def test_the_limit_frees_up_as_the_minute_slides(store: Store) -> None:
     clock = _Clock(1_800_000_010.0)
     policy = AccessPolicy(ChatSettings(user_rate_per_min=2, group_rate_per_min=100), store, clock=clock)
     assert [await policy.check(_msg()) for _ in range(3)] == [None, None, texts.RATE_LIMITED]
-    clock.now += 55.0  # 5 s into the next minute: the last minute still holds those three
+    clock.now += 55.0  # the three are 55 s old: still inside the last minute
     assert await policy.check(_msg()) is not None
-    clock.now += 60.0  # 5 s into the minute after: the burst has slid out, the refused try nearly
+    clock.now += 61.0  # everything above has left the last minute
     assert await policy.check(_msg()) is None
     assert await policy.check(_msg("bob")) is None  # another sender never shared the count

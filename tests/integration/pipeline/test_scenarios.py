@@ -123,3 +123,22 @@ async def test_a_chain_that_stops_without_failing_is_not_called_a_failure() -> N
     assert "notFinishedTargetExecuteObjectGseKeys" in report.root_cause  # the line where it stops
     assert report.missing_info[0].startswith("无法确认该步骤是否仍在执行")
     assert "强制终止" in " ".join(report.actions.immediate)
+
+
+async def test_a_chain_cut_short_by_the_query_budget_is_not_called_unfinished() -> None:
+    """Lines not fetched may hold the error: no "maybe still running" on incomplete evidence."""
+    stuck = next(s for s in SCENARIOS if s.name == "stuck_gse_results_pending")
+    async with aiohttp.ClientSession() as session:
+        result = await run_scenario(replace(stuck, bkjob=None), session, bklog={"max_queries": 1})
+    report = result.report
+    assert report is not None and "可能仍在执行中" not in report.summary
+    assert "查询次数达到上限，调用链可能不完整" in report.missing_info
+
+
+async def test_when_bk_job_says_running_the_report_does_not_doubt_it() -> None:
+    stuck = next(s for s in SCENARIOS if s.name == "stuck_gse_results_pending")
+    async with aiohttp.ClientSession() as session:
+        result = await run_scenario(stuck, session)
+    report = result.report
+    assert report is not None and report.running and "仍为「正在执行」" in report.root_cause
+    assert not any(m.startswith("无法确认该步骤是否仍在执行") for m in report.missing_info)

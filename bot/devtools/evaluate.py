@@ -167,6 +167,21 @@ def _detail_problems(exp: ScenarioExpectation, report: DiagnosisReport) -> list[
     return problems
 
 
+def asked_at(sc: Scenario) -> datetime:
+    """When the scenario's user asks: half an hour after its last log line."""
+    return last_timestamp(sc.logs_text) + timedelta(minutes=30)
+
+
+def request_of(sc: Scenario) -> AnalysisRequest:
+    """What the scenario's user sends: the step id, or the request id the chain starts from."""
+    exp = sc.expected
+    return AnalysisRequest(
+        step_instance_id=None if exp.start_request_id else exp.step_instance_id,
+        request_id=exp.start_request_id,
+        use_model=False,
+    )
+
+
 async def run_scenario(
     sc: Scenario,
     session: aiohttp.ClientSession,
@@ -188,13 +203,7 @@ async def run_scenario(
         changes = {**(bklog or {}), **({"trace_field": trace_field} if trace_field else {})}
         if changes:
             settings = settings.model_copy(update={"bklog": settings.bklog.model_copy(update=changes)})
-        now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
-        exp = sc.expected
-        req = AnalysisRequest(
-            step_instance_id=None if exp.start_request_id else exp.step_instance_id,
-            request_id=exp.start_request_id,
-            use_model=False,
-        )
+        now, req = asked_at(sc), request_of(sc)
         async with build_services(
             settings, http=session, options=AppOptions(mode="cli", clock=lambda: now)
         ) as services:

@@ -4,7 +4,6 @@ an operator's query templates file, and documents that hold the line in another 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,18 @@ import pytest
 
 from bot.app.services import AppOptions, build_services
 from bot.core.models import DiagnosisReport
-from bot.devtools.evaluate import SANDBOX_APP, SANDBOX_INDEX_SET, check, last_timestamp, sandbox_settings
+from bot.devtools.evaluate import (
+    SANDBOX_APP,
+    SANDBOX_INDEX_SET,
+    asked_at,
+    check,
+    request_of,
+    sandbox_settings,
+)
 from bot.devtools.sandbox import start_site
 from bot.devtools.sandbox.bklog import ENGINE_LOG_PATH, create_bklog_app, docs_from_records, recorded_queries
 from bot.devtools.sandbox.lucene import TEXT_FIELDS
 from bot.devtools.scenarios import Scenario, load_scenarios
-from bot.diagnosis.pipeline import AnalysisRequest
 
 SCENARIOS = {s.name: s for s in load_scenarios()}
 # log-only scenarios (no bkjob.json) of different stages; the first starts from a traceId
@@ -49,13 +54,7 @@ async def diagnose(
             for name, value in (env or {}).items():
                 mp.setenv(name, value)
             settings = sandbox_settings(url)
-        now = last_timestamp(sc.logs_text) + timedelta(minutes=30)
-        exp = sc.expected
-        req = AnalysisRequest(
-            step_instance_id=None if exp.start_request_id else exp.step_instance_id,
-            request_id=exp.start_request_id,
-            use_model=False,
-        )
+        now, req = asked_at(sc), request_of(sc)
         async with (
             aiohttp.ClientSession() as session,
             build_services(settings, http=session, options=AppOptions(mode="cli", clock=lambda: now)) as svc,

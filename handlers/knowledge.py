@@ -156,10 +156,11 @@ _NAMES_A_CODE = re.compile(r"(?i)状态码|错误码|错误代码|状态值|\bco
 
 
 def unknown_code(question: str) -> int | None:
-    """The one code a question asks about by name ("状态码 313 是什么意思") that no table knows.
+    """The one code a question asks about by name ("状态码 313 是什么意思"), for a question that
+    `answer_code` found no table entry for: the caller checks that first.
 
     Answered as unknown, never handed to the model: an invented meaning costs the bot its users' trust."""
-    if not _NAMES_A_CODE.search(question) or answer_code(question) is not None:
+    if not _NAMES_A_CODE.search(question):
         return None
     asked = [m for m in _CODE.finditer(question) if not _EXIT_BEFORE.search(question, 0, m.start())]
     return int(asked[0].group(1)) if len(asked) == 1 else None

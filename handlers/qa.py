@@ -29,6 +29,7 @@ class Answers:
         exact = knowledge.answer_topic(question) or code or knowledge.answer_codes_in_general(question)
         if exact is not None:
             return exact
+        # `code` is None here (else `exact` was set): the code the question names is in no table
         if (unknown := knowledge.unknown_code(question)) is not None:
             return texts.UNKNOWN_CODE.format(code=unknown)
         if self.model is not None:

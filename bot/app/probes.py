@@ -55,8 +55,8 @@ def redis_probe(store: Store) -> Probe:
     # The topology and a real write, not just a PING: a Sentinel setup without a master or a cluster
     # with a failing node is down even while some server still answers PING.
     async def probe() -> Detail:
-        detail = await store.health()
-        return Detail(detail, store.public_state)
+        state = await store.health_state()
+        return Detail(state.detail, state.public)
 
     return probe
 

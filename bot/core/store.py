@@ -27,6 +27,7 @@ from bot.core.topology import (
     Connection,
     RedisClient,
     RedisTopology,
+    TopologyState,
     TopologyUnhealthy,
     connect,
     inspect,
@@ -90,7 +91,6 @@ class Store:
         self.topology = topology or RedisTopology("embedded" if embedded else "single")
         self._connection = connection
         self._topology_seen = ""  # the last topology state health() found, logged when it changes
-        self.public_state = ""  # the same without addresses, for /readyz
         self._unreplicated_logged = 0.0
 
     @property
@@ -117,14 +117,18 @@ class Store:
         return (time.perf_counter() - start) * 1000
 
     async def health(self) -> str:
-        """A one-line, secret-free description of the store; raises StoreError when it cannot take writes.
+        """A one-line, secret-free description of the store; raises StoreError when it cannot take writes."""
+        return (await self.health_state()).detail
+
+    async def health_state(self) -> TopologyState:
+        """The store's health in both forms: `detail` names hosts (`check`, the logs), `public` does
+        not (/readyz); raises StoreError when the store cannot take writes.
 
         Beyond a PING: the topology's own state (Sentinel's master, the cluster's state on every
         primary) and a write in the inbox's slot, the write every callback depends on.
         """
         if self.embedded:
-            self.public_state = "embedded store"
-            return f"embedded store ({await self.ping():.1f} ms)"
+            return TopologyState(f"embedded store ({await self.ping():.1f} ms)", "embedded store")
         # The topology first: "no master known" says more than the refused connection behind it.
         state = await inspect(self.topology, self._connection) if self._connection else None
         detail = state.detail if state is not None else ""
@@ -137,8 +141,10 @@ class Store:
             await self.redis.set(self.key("health", slot=INBOX_SLOT), str(int(time.time())), px=60_000)
         except MovedError:
             raise TopologyUnhealthy(CLUSTER_NODE, "cluster node, cluster mode not set") from None
-        self.public_state = state.public if state is not None else self.topology.kind
-        return f"PONG ({ms:.1f} ms), {detail or self.topology.describe()}"
+        return TopologyState(
+            f"PONG ({ms:.1f} ms), {detail or self.topology.describe()}",
+            state.public if state is not None else self.topology.kind,
+        )
 
     async def eval_replicated(self, script: str, numkeys: int, *args: Any) -> Any:
         """EVAL a write that is acknowledged to the outside world (a callback, a send about to start).

@@ -45,10 +45,6 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} 小时 {s % 3600 // 60} 分"
 
 
-def stuck_stage(report: DiagnosisReport) -> Stage:
-    return stage_where_chain_stops(report.timeline)
-
-
 def stage_where_chain_stops(timeline: list[TimelineEntry]) -> Stage:
     for entry in timeline:
         if entry.status == "missing" and entry.phase in STAGE_ZH:
@@ -60,7 +56,7 @@ def stage_where_chain_stops(timeline: list[TimelineEntry]) -> Stage:
 
 
 def stuck_report(report: DiagnosisReport, facts: StepFacts, now: datetime | None) -> DiagnosisReport:
-    stage = stuck_stage(report)
+    stage = stage_where_chain_stops(report.timeline)
     pending = facts.pending
     waiting = sum(g.count for g in pending)
     status_zh = codes().run_status.zh.get(facts.step.status or 0, "执行中") if facts.step else "执行中"

@@ -55,7 +55,8 @@ async def test_health_names_the_master_its_replicas_and_the_sentinels(
     detail = await store.health()
     assert f"sentinel master 'mymaster' at {topology.master.address}, 1 replica(s), 3/3 sentinels" in detail
     assert PASSWORD not in detail
-    assert store.public_state == "sentinel: master known, 1 replica(s), 3/3 sentinels"  # /readyz: no address
+    public = (await store.health_state()).public
+    assert public == "sentinel: master known, 1 replica(s), 3/3 sentinels"  # /readyz: no address
 
 
 async def test_an_accepted_message_is_on_the_replica_when_the_callback_is_answered(
